@@ -1,0 +1,79 @@
+# dentcae: every target installs what it needs (Debian packages, .venv, the cached Caffe build).
+# `make demo` runs the whole pipeline on the built-in synthetic phantom; `make test` runs the tests.
+
+PYTHON_SYS ?= python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+DENTCAE    := $(VENV)/bin/dentcae
+STAMP      := $(VENV)/.dentcae-installed
+CONFIG     ?= configs/phantom_cae_finetune.yaml
+PRETRAIN_CONFIG ?= configs/phantom_cae_pretrain.yaml
+GPU        ?=
+GPU_FLAG   := $(if $(GPU),--gpu $(GPU),)
+
+.PHONY: help setup venv caffe doctor test data prepare prototxt pretrain finetune evaluate demo \
+        bench table1 table2 clean
+
+help:
+	@echo "make demo      synthetic phantom -> prepare -> pretrain -> finetune -> evaluate (CPU, <20 min)"
+	@echo "make test      the test suite (builds Caffe on first use, cached)"
+	@echo "make setup     Debian packages + .venv + cached CPU Caffe build, then 'dentcae doctor'"
+	@echo "make data      write the default synthetic phantom to data/phantom"
+	@echo "make pretrain  CAE pre-training with PRETRAIN_CONFIG=$(PRETRAIN_CONFIG)"
+	@echo "make finetune  landmark regressor fine-tuning with CONFIG=$(CONFIG)"
+	@echo "make table1 / make table2   rebuild the paper's Tables I / II from configs/paper/"
+	@echo "make bench     caffe time: per-iteration forward/backward ms of the generated nets"
+	@echo "GPU=N          pass --gpu N to training (needs a CUDA build of Caffe)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+caffe: $(STAMP)
+	$(PY) scripts/build_caffe.py --venv $(VENV)
+
+setup: caffe
+	$(DENTCAE) doctor
+
+doctor: caffe
+	$(DENTCAE) doctor
+
+test: caffe
+	$(VENV)/bin/pytest -q
+
+data: setup
+	$(DENTCAE) synth --out data/phantom --images 108 --annotated 54 --seed 0
+
+prepare: data
+	$(DENTCAE) prepare --config $(CONFIG)
+
+prototxt: caffe
+	$(PY) scripts/make_prototxts.py
+
+pretrain: data
+	$(DENTCAE) pretrain --config $(PRETRAIN_CONFIG) $(GPU_FLAG)
+
+finetune: data
+	$(DENTCAE) finetune --config $(CONFIG) $(GPU_FLAG)
+
+evaluate: caffe
+	$(PY) scripts/evaluate.py runs/phantom_cae_finetune --config $(CONFIG)
+
+demo: setup
+	$(PY) scripts/demo.py $(GPU_FLAG)
+
+bench: caffe
+	$(PY) scripts/bench.py
+
+table1: data
+	$(DENTCAE) table configs/paper/table1.yaml $(GPU_FLAG)
+
+table2: data
+	$(DENTCAE) table configs/paper/table2.yaml $(GPU_FLAG)
+
+clean:
+	rm -rf runs results data/cache

@@ -1,0 +1,172 @@
+"""`dentcae VERB ...`: one verb per pipeline stage.
+
+    dentcae doctor                          check the Caffe build and the Python stack
+    dentcae synth --out DIR                 write the synthetic phantom dataset
+    dentcae prepare --config C              preprocess a dataset into cached HDF5 splits
+    dentcae prototxt --config C --out DIR   write the nets and solvers a config trains
+    dentcae pretrain --config C             CAE pre-training
+    dentcae finetune --config C             landmark regressor fine-tuning
+    dentcae evaluate CHECKPOINT --config C  radial errors in mm, predictions.csv, summary.json
+    dentcae table configs/paper/table2.yaml the paper's tables from configs, ours beside theirs
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .backend import CaffeUnavailable
+from .config import ConfigError, load_config
+from .data import DataError
+
+
+def _add_config(p, required=True):
+    p.add_argument("--config", required=required, help="YAML config (configs/...)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set solver.base_lr=0.0005 (repeatable)")
+
+
+def _add_train(p):
+    _add_config(p)
+    p.add_argument("--gpu", type=int, default=None, metavar="N", help="train on CUDA device N")
+    p.add_argument("--resume", action="store_true", help="continue from the newest snapshot")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
+
+
+def cmd_doctor(args):
+    import numpy
+    import google.protobuf
+    from .backend import build_info
+    info = build_info()
+    print(f"caffe      {info['caffe_version']} from {info['caffe_path']}")
+    print(f"build      {info['mode']}, {info['layer_types']} layer types "
+          f"({'all' if info['has_bvlc_layers'] else 'NOT all'} BVLC layers dentcae uses)")
+    print(f"python     {info['python']}; numpy {numpy.__version__}; protobuf {google.protobuf.__version__}")
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [f"{i['internal_api']} {i.get('version')} threads={i['num_threads']}" for i in threadpool_info()]
+    except ImportError:
+        blas = []
+    import os
+    threads = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if os.environ.get(k)}
+    print(f"blas       numpy: {'; '.join(blas) or 'n/a'}; caffe: Debian OpenBLAS (pthread), "
+          f"env {threads or 'unset (all cores)'}")
+    if not info["has_bvlc_layers"]:
+        print("doctor: FAIL: this Caffe lacks layer types dentcae needs", file=sys.stderr)
+        return 1
+    print("doctor: ok")
+    return 0
+
+
+def cmd_synth(args):
+    from .phantom import write_phantom
+    out = write_phantom(args.out, args.images, args.annotated, args.seed)
+    print(f"wrote {args.images} SYNTHETIC images ({args.annotated} annotated) to {out}")
+    return 0
+
+
+def cmd_prepare(args):
+    from tqdm import tqdm
+    from .prepare import ensure_dataset, prepare
+    cfg = load_config(args.config, args.set)
+    if args.skip_bad:
+        cfg["dataset"]["skip_bad"] = True
+    ensure_dataset(cfg)
+    prep = prepare(cfg, progress=lambda xs: tqdm(xs, desc="prepare"))
+    print(f"prepared {prep.dir}: {json.dumps(prep.meta['counts'])}")
+    if prep.meta["skipped"]:
+        print(f"skipped {len(prep.meta['skipped'])} images (see {prep.dir / 'prepared.json'})")
+    return 0
+
+
+def cmd_prototxt(args):
+    from .solver import write_config_prototxts
+    for path in write_config_prototxts(load_config(args.config, args.set), Path(args.out)):
+        print(path)
+    return 0
+
+
+def cmd_train(args):
+    from .train import train
+    cfg = load_config(args.config, args.set)
+    if cfg["stage"] != args.verb:
+        raise ConfigError(f"{args.config} is a '{cfg['stage']}' config; use `dentcae {cfg['stage']}`")
+    train(cfg, gpu=args.gpu, resume=args.resume, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_evaluate(args):
+    from .evaluate import evaluate_checkpoint
+    cfg = load_config(args.config, args.set)
+    summary = evaluate_checkpoint(cfg, args.checkpoint, out=args.out, gpu=args.gpu)
+    print(summary["table_md"])
+    print(f"wrote {summary['out']}/summary.json, predictions.csv, results.md")
+    return 0
+
+
+def cmd_table(args):
+    from .report import run_table
+    result = run_table(args.table, repeats=args.repeats, gpu=args.gpu, out=args.out, overrides=args.set)
+    print(Path(result["markdown"]).read_text())
+    return 0
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="dentcae", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
+    sub.add_parser("doctor", help="check the Caffe build and the Python stack").set_defaults(fn=cmd_doctor)
+    p = sub.add_parser("synth", help="write the synthetic dental phantom dataset")
+    p.add_argument("--out", required=True, help="dataset folder to write")
+    p.add_argument("--images", type=int, default=108, help="number of images (default 108, as the paper)")
+    p.add_argument("--annotated", type=int, default=54, help="how many get landmarks (default 54)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_synth)
+    p = sub.add_parser("prepare", help="preprocess a dataset into cached HDF5 splits")
+    _add_config(p)
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and report them")
+    p.set_defaults(fn=cmd_prepare)
+    p = sub.add_parser("prototxt", help="write the nets and solver of a config")
+    _add_config(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_prototxt)
+    for verb, text in (("pretrain", "CAE pre-training"), ("finetune", "landmark regressor fine-tuning")):
+        p = sub.add_parser(verb, help=text)
+        _add_train(p)
+        p.set_defaults(fn=cmd_train)
+    p = sub.add_parser("evaluate", help="radial errors (mm) of a checkpoint on the test split")
+    p.add_argument("checkpoint", help="a .caffemodel, or a finetune run folder (uses final.caffemodel)")
+    _add_config(p, required=False)
+    p.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    p.add_argument("--gpu", type=int, default=None, metavar="N")
+    p.set_defaults(fn=cmd_evaluate)
+    p = sub.add_parser("table", help="rebuild a paper table from its config")
+    p.add_argument("table", help="configs/paper/table1.yaml or table2.yaml")
+    p.add_argument("--repeats", type=int, default=None, help="seeds per arm (default: the table's)")
+    p.add_argument("--out", default=None, help="results folder (default: the table's)")
+    p.add_argument("--gpu", type=int, default=None, metavar="N")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value in every arm's config")
+    p.set_defaults(fn=cmd_table)
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, DataError, CaffeUnavailable) as e:
+        print(f"dentcae {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dentcae {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except RuntimeError as e:  # TrainingError, TransferError (ValueError) below
+        print(f"dentcae {args.verb}: error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"dentcae {args.verb}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""YAML configs: a base file plus small per-experiment files, validated on load.
+
+A config may name `_base_: other.yaml` (relative to itself); its keys override the base's, nested
+dicts merge key by key. Every key must exist in SCHEMA below (an unknown key is an error naming its
+dotted path), and every value must have the schema default's type. `--set a.b=value` overrides
+apply last and are parsed as YAML scalars.
+"""
+import copy
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# The schema is the default config: every allowed key, its default and (by the default) its type.
+# None means "optional, any of the types in OPTIONAL_TYPES".
+SCHEMA = {
+    "name": "run",
+    "stage": "finetune",                    # pretrain (CAE) | finetune (landmark regressor)
+    "runs_dir": "runs",                     # the run folder is runs_dir/name
+    "seed": 0,
+    "dataset": {
+        "root": "data/phantom",             # a folder in the format of data/README.md
+        "synth": None,                      # {images, annotated, seed}: make the phantom if missing
+        "skip_bad": False,                  # per-image errors become a report instead of a stop
+    },
+    "prepare": {
+        "input_size": 224,
+        "mean": "imagenet",                 # imagenet (BVLC BGR mean) | dataset (per-channel mean)
+        "cae_holdout": 0.1,                 # fraction of all images held out from CAE training
+        "regressor_holdout": 0.2,           # fraction of annotated images held out (test split)
+        "folds": 0,                         # >1: k-fold over annotated images instead of holdout
+        "fold": 0,                          # which fold is the test split when folds > 1
+        "split_seed": 0,
+        "cache_dir": "data/cache",
+    },
+    "model": {
+        "init": "scratch",                  # scratch | imagenet | cae
+        "imagenet_weights": "bvlc_alexnet.caffemodel",
+        "cae_run": None,                    # pretrain run folder whose final weights are copied
+        "copy_layers": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6"],
+        "freeze": [],                       # layers whose lr_mult/decay_mult are 0
+        "num_landmarks": None,              # None: from the dataset
+    },
+    "solver": {
+        "type": "SGD",                      # SGD | Adam
+        "base_lr": 0.001,
+        "lr_policy": "step",                # fixed | step | inv | poly | exp | multistep
+        "gamma": 0.1,
+        "stepsize": 1000,
+        "stepvalue": [],
+        "power": 0.75,
+        "momentum": 0.9,
+        "momentum2": 0.999,
+        "weight_decay": 0.0005,
+        "max_iter": 1000,
+        "batch_size": 16,
+        "test_batch_size": 16,
+        "test_interval": 100,
+        "display": 20,
+        "snapshot": 100,
+        "clip_gradients": -1.0,
+        "random_seed": 0,
+    },
+    "train": {
+        "loss_explode_factor": 1000.0,      # stop when loss > factor * first loss
+        "save_init": False,                 # also save the weights before the first step
+    },
+}
+OPTIONAL_TYPES = (str, int, float, dict, list)
+STAGES = ("pretrain", "finetune")
+INITS = ("scratch", "imagenet", "cae")
+
+
+def _check(cfg, schema, where):
+    for key, value in cfg.items():
+        path = f"{where}{key}"
+        if key not in schema:
+            known = ", ".join(sorted(schema))
+            raise ConfigError(f"unknown config key '{path}' (known here: {known})")
+        default = schema[key]
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{path}' must be a mapping, got {value!r}")
+            _check(value, default, path + ".")
+        elif default is None:
+            if value is not None and not isinstance(value, OPTIONAL_TYPES):
+                raise ConfigError(f"config key '{path}' has an unsupported value {value!r}")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"config key '{path}' must be true or false, got {value!r}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"config key '{path}' must be a number, got {value!r}")
+        elif not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
+            raise ConfigError(f"config key '{path}' must be {type(default).__name__}, got {value!r}")
+
+
+def _merge(base, over):
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "synth":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read(path, seen=()):
+    path = Path(path)
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: _base_ chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys")
+    base = data.pop("_base_", None)
+    try:
+        _check(data, SCHEMA, "")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    if base is None:
+        return data
+    return _merge(_read(path.parent / base, seen + (path.resolve(),)), data)
+
+
+def parse_set(items):
+    """['solver.base_lr=0.0005', ...] -> nested dict of overrides."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. solver.base_lr=0.0005")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def load_config(path, overrides=None):
+    """Resolve `_base_` chains, apply `--set` overrides, fill defaults, validate; returns a dict."""
+    cfg = _read(path)
+    extra = parse_set(overrides) if isinstance(overrides, list) else (overrides or {})
+    try:
+        _check(extra, SCHEMA, "")
+    except ConfigError as e:
+        raise ConfigError(f"--set: {e}") from None
+    cfg = _merge(_merge(SCHEMA, cfg), extra)
+    validate_values(cfg)
+    return cfg
+
+
+def validate_values(cfg):
+    if cfg["stage"] not in STAGES:
+        raise ConfigError(f"config key 'stage' must be one of {STAGES}, got {cfg['stage']!r}")
+    if cfg["model"]["init"] not in INITS:
+        raise ConfigError(f"config key 'model.init' must be one of {INITS}, got {cfg['model']['init']!r}")
+    if cfg["prepare"]["mean"] not in ("imagenet", "dataset"):
+        raise ConfigError("config key 'prepare.mean' must be imagenet or dataset")
+    if cfg["solver"]["type"] not in ("SGD", "Adam"):
+        raise ConfigError(f"config key 'solver.type' must be SGD or Adam, got {cfg['solver']['type']!r}")
+    for key in ("cae_holdout", "regressor_holdout"):
+        if not 0 < cfg["prepare"][key] < 1:
+            raise ConfigError(f"config key 'prepare.{key}' must be between 0 and 1")
+    if cfg["prepare"]["input_size"] < 67:
+        raise ConfigError("config key 'prepare.input_size' must be at least 67 (AlexNet's pool5 needs it)")
+    synth = cfg["dataset"]["synth"]
+    if synth is not None:
+        if not isinstance(synth, dict) or set(synth) - {"images", "annotated", "seed"}:
+            raise ConfigError("config key 'dataset.synth' must be a mapping of images, annotated, seed")
+    for name in ("copy_layers", "freeze"):
+        if not all(isinstance(x, str) for x in cfg["model"][name]):
+            raise ConfigError(f"config key 'model.{name}' must be a list of layer names")
+    return cfg
+
+
+def dump_config(cfg, path):
+    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))

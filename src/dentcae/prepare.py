@@ -1,0 +1,216 @@
+"""Paper-faithful preprocessing of a dataset folder into HDF5 files for Caffe's HDF5Data layer.
+
+    prep = prepare(cfg)   # -> Prepared: paths of the split files, sample table, counts
+
+Bilateral images give two samples: the left half as is, the right half mirrored onto the left (its
+landmarks re-indexed right[i] -> left[i] and x flipped). Each sample is resized to SxS, replicated to
+3 channels and mean-subtracted. Coordinates use pixel centres (pixel i is at i); a landmark u in a
+crop of width w is stored as (u + 0.5) / w in [0, 1], so `to_pixels` inverts it exactly.
+Splits are seeded and grouped: both halves of an image, and images of one declared group, always
+share a split. Results are cached under prepare.cache_dir by a hash of the inputs and settings.
+"""
+import csv
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+
+from .data import DataError, check_landmarks_inside, load_dataset, read_image
+
+IMAGENET_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
+PREPARE_VERSION = "1"   # bump when the output format or the maths change: part of the cache key
+SPLITS = ("cae_train", "cae_test", "reg_train", "reg_test")
+SAMPLE_FIELDS = ["index", "image", "side", "flipped", "x0", "y0", "crop_w", "crop_h", "scale_x",
+                 "scale_y", "spacing_mm", "group", "annotated"] + list(SPLITS)
+
+
+@dataclass
+class Prepared:
+    dir: Path
+    meta: dict
+
+    def source(self, split):
+        """The HDF5Data `source` file (a text list of .h5 files) of a split."""
+        return self.dir / f"{split}.txt"
+
+    def h5(self, split):
+        return self.dir / f"{split}.h5"
+
+    def count(self, split):
+        return self.meta["counts"][split]
+
+    def samples(self):
+        with (self.dir / "samples.csv").open(newline="") as fh:
+            return list(csv.DictReader(fh))
+
+
+def crops_of(layout, width, height):
+    """[(side, x0, crop_w, flipped)] of one image: two halves for bilateral data, else the whole."""
+    if layout == "whole":
+        return [("whole", 0, width, False)]
+    hw = width // 2
+    return [("left", 0, hw, False), ("right", width - hw, hw, True)]
+
+
+def to_normalised(points, x0, y0, w, h, flipped):
+    """Original pixel coords (N, 2) -> labels in [0, 1] of the (possibly mirrored) crop."""
+    u = points[:, 0] - x0
+    if flipped:
+        u = (w - 1) - u
+    return np.stack([(u + 0.5) / w, (points[:, 1] - y0 + 0.5) / h], 1)
+
+
+def to_pixels(labels, x0, y0, w, h, flipped):
+    """Inverse of to_normalised: labels (N, 2) -> original-image pixel coordinates."""
+    u = labels[:, 0] * w - 0.5
+    if flipped:
+        u = (w - 1) - u
+    return np.stack([u + x0, labels[:, 1] * h - 0.5 + y0], 1)
+
+
+def grouped_split(groups, holdout, seed, folds=0, fold=0):
+    """Groups -> set of held-out groups: a seeded shuffle, then enough whole groups for `holdout`
+    of the items (or fold `fold` of `folds` round-robin folds). `groups` lists one group per item."""
+    names = sorted(set(groups))
+    rng = np.random.default_rng(seed)
+    rng.shuffle(names)
+    if folds and folds > 1:
+        return {g for i, g in enumerate(names) if i % folds == fold}
+    sizes = {g: groups.count(g) for g in names}
+    target, held = max(1, round(holdout * len(groups))), set()
+    for g in names:
+        if sum(sizes[h] for h in held) >= target:
+            break
+        held.add(g)
+    return held
+
+
+def _inputs_hash(ds, prep_cfg):
+    h = hashlib.sha256(PREPARE_VERSION.encode())
+    h.update(json.dumps(prep_cfg, sort_keys=True).encode())
+    for name in ("dataset.yaml", "landmarks.csv"):
+        h.update((ds.root / name).read_bytes())
+    for rec in ds.images:
+        h.update(rec.name.encode())
+        h.update(hashlib.sha256(rec.path.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def _load_images(ds, skip_bad, progress):
+    """Decode and check every image; bad ones raise, or with skip_bad are reported and left out."""
+    good, skipped = [], []
+    for rec in progress(ds.images):
+        try:
+            img = read_image(rec.path)
+            check_landmarks_inside(rec, img.shape)
+        except DataError as e:
+            if not skip_bad:
+                raise
+            skipped.append({"image": rec.name, "error": str(e)})
+            continue
+        good.append((rec, img))
+    if not good:
+        raise DataError(f"{ds.root}: no usable images left")
+    return good, skipped
+
+
+def _make_samples(ds, loaded, size):
+    data, labels, rows = [], [], []
+    for rec, img in loaded:
+        h, w = img.shape
+        for side, x0, cw, flipped in crops_of(ds.layout, w, h):
+            crop = img[:, x0:x0 + cw]
+            if flipped:
+                crop = crop[:, ::-1]
+            interp = cv2.INTER_AREA if cw > size else cv2.INTER_LINEAR
+            data.append(cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=interp))
+            idx = {"left": ds.left, "right": ds.right}.get(side, list(range(len(ds.landmark_names))))
+            if rec.annotated:
+                labels.append(to_normalised(rec.landmarks[idx], x0, 0, cw, h, flipped).reshape(-1))
+            else:
+                labels.append(np.full(2 * len(idx), np.nan))
+            rows.append({"index": len(rows), "image": rec.name, "side": side, "flipped": int(flipped),
+                         "x0": x0, "y0": 0, "crop_w": cw, "crop_h": h, "scale_x": size / cw,
+                         "scale_y": size / h, "spacing_mm": rec.spacing_mm, "group": rec.group,
+                         "annotated": int(bool(rec.annotated and not np.isnan(labels[-1]).any()))})
+    return np.stack(data).astype(np.float32), np.stack(labels).astype(np.float32), rows
+
+
+def _write_h5(path, data, labels):
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=data)
+        f.create_dataset("label", data=labels)
+
+
+def prepare(cfg, progress=lambda xs: xs, log=print):
+    """Prepare (or find in the cache) the four splits for a resolved config; returns Prepared."""
+    pc = cfg["prepare"]
+    ds = load_dataset(cfg["dataset"]["root"])
+    key = _inputs_hash(ds, {**pc, "skip_bad": cfg["dataset"]["skip_bad"]})
+    out = Path(pc["cache_dir"]) / f"{ds.name}-{key}"
+    if (out / "prepared.json").exists():
+        return Prepared(out, json.loads((out / "prepared.json").read_text()))
+    loaded, skipped = _load_images(ds, cfg["dataset"]["skip_bad"], progress)
+    for s in skipped:
+        log(f"skipped {s['image']}: {s['error']}")
+    size = pc["input_size"]
+    gray, labels, rows = _make_samples(ds, loaded, size)
+    groups = [r["group"] for r in rows]
+    cae_test = grouped_split(groups, pc["cae_holdout"], pc["split_seed"])
+    annotated = [r for r in rows if r["annotated"]]
+    if len(annotated) < 2:
+        raise DataError(f"{ds.root}: fewer than 2 fully annotated samples; the regressor needs some")
+    reg_test = grouped_split([r["group"] for r in annotated], pc["regressor_holdout"],
+                             pc["split_seed"] + 1, pc["folds"], pc["fold"])
+    for r in rows:
+        r["cae_test"] = int(r["group"] in cae_test)
+        r["cae_train"] = 1 - r["cae_test"]
+        r["reg_test"] = int(bool(r["annotated"]) and r["group"] in reg_test)
+        r["reg_train"] = int(bool(r["annotated"]) and r["group"] not in reg_test)
+    train_idx = [r["index"] for r in rows if r["cae_train"]]
+    bgr = np.array(IMAGENET_BGR_MEAN) if pc["mean"] == "imagenet" else \
+        np.full(3, float(gray[train_idx].mean()))
+    data = np.repeat(gray[:, None], 3, axis=1) - bgr.astype(np.float32)[None, :, None, None]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".partial-", dir=out.parent))
+    try:
+        counts = {}
+        for split in SPLITS:
+            idx = [r["index"] for r in rows if r[split]]
+            counts[split] = len(idx)
+            if not idx:
+                raise DataError(f"{ds.root}: split '{split}' would be empty; add images or change holdouts")
+            _write_h5(tmp / f"{split}.h5", data[idx], labels[idx])
+        with (tmp / "samples.csv").open("w", newline="") as fh:
+            w = csv.DictWriter(fh, SAMPLE_FIELDS, lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+        meta = {"dataset": ds.name, "dataset_root": str(ds.root), "layout": ds.layout,
+                "landmark_names": [ds.landmark_names[i] for i in (ds.left or range(len(ds.landmark_names)))],
+                "num_landmarks": ds.sample_landmarks, "input_size": size, "mean_bgr": bgr.tolist(),
+                "counts": counts, "images": len(loaded), "skipped": skipped, "key": key}
+        (tmp / "prepared.json").write_text(json.dumps(meta, indent=1))
+        for split in SPLITS:  # list files must name the final folder
+            (tmp / f"{split}.txt").write_text(str((out / f"{split}.h5").resolve()) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Prepared(out, meta)
+
+
+def ensure_dataset(cfg, log=print):
+    """Make the configured phantom when the config asks for one and it is missing."""
+    root, synth = Path(cfg["dataset"]["root"]), cfg["dataset"]["synth"]
+    if synth is not None and not (root / "dataset.yaml").exists():
+        from .phantom import write_phantom
+        log(f"writing the synthetic phantom to {root} ({synth})")
+        write_phantom(root, **synth)

@@ -1,0 +1,83 @@
+"""Solver prototxts from the `solver:` block of a config, built as caffe_pb2.SolverParameter.
+
+    sp = solver_param(cfg["solver"], net="train.prototxt", snapshot_prefix="runs/x/snapshots/cae",
+                      test_iter=3)
+    write_solver(sp, "runs/x/solver.prototxt")
+"""
+from google.protobuf import text_format
+
+from .backend import caffe_pb2
+
+LR_POLICY_FIELDS = {"fixed": (), "step": ("gamma", "stepsize"), "exp": ("gamma",),
+                    "inv": ("gamma", "power"), "poly": ("power",), "multistep": ("gamma", "stepvalue"),
+                    "sigmoid": ("gamma", "stepsize")}
+
+
+def solver_param(sc, net, snapshot_prefix, test_iter, gpu=None):
+    """SolverParameter for one training run; `test_iter` covers the whole test split once."""
+    pb2 = caffe_pb2()
+    if sc["lr_policy"] not in LR_POLICY_FIELDS:
+        raise ValueError(f"solver.lr_policy {sc['lr_policy']!r} is not one of {sorted(LR_POLICY_FIELDS)}")
+    sp = pb2.SolverParameter()
+    sp.net = str(net)
+    sp.type = sc["type"]
+    sp.base_lr = float(sc["base_lr"])
+    sp.lr_policy = sc["lr_policy"]
+    for key in LR_POLICY_FIELDS[sc["lr_policy"]]:
+        if key == "stepvalue":
+            sp.stepvalue.extend(int(v) for v in sc["stepvalue"])
+        elif key == "stepsize":
+            sp.stepsize = int(sc[key])
+        else:
+            setattr(sp, key, float(sc[key]))
+    sp.momentum = float(sc["momentum"])
+    if sc["type"] == "Adam":
+        sp.momentum2 = float(sc["momentum2"])
+    sp.weight_decay = float(sc["weight_decay"])
+    sp.max_iter = int(sc["max_iter"])
+    sp.test_iter.append(max(1, int(test_iter)))
+    sp.test_interval = max(1, int(sc["test_interval"]))
+    sp.test_initialization = False
+    sp.display = int(sc["display"])
+    sp.snapshot = int(sc["snapshot"])
+    sp.snapshot_prefix = str(snapshot_prefix)
+    if sc["clip_gradients"] > 0:
+        sp.clip_gradients = float(sc["clip_gradients"])
+    sp.random_seed = int(sc["random_seed"])
+    sp.solver_mode = pb2.SolverParameter.GPU if gpu is not None else pb2.SolverParameter.CPU
+    if gpu is not None:
+        sp.device_id = int(gpu)
+    return sp
+
+
+def write_solver(sp, path):
+    """Write a solver prototxt; parsing it back checks Caffe accepts every field."""
+    text = text_format.MessageToString(sp)
+    text_format.Parse(text, caffe_pb2().SolverParameter())
+    from pathlib import Path
+    Path(path).write_text(text)
+    return path
+
+
+def write_config_prototxts(cfg, out, num_landmarks=4):
+    """Every net and solver a config trains, into `out`, with data sources named relative to the
+    working directory (cae_train.txt, ...): the files committed under prototxt/ are these."""
+    from pathlib import Path
+    from . import nets
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sc, size, freeze = cfg["solver"], cfg["prepare"]["input_size"], cfg["model"]["freeze"]
+    kw = dict(size=size, batch=sc["batch_size"], test_batch=sc["test_batch_size"], freeze=freeze)
+    k = cfg["model"]["num_landmarks"] or num_landmarks
+    files = {
+        "alexnet_cae_train.prototxt": nets.cae(train=("cae_train.txt", "cae_test.txt"), **kw),
+        "alexnet_cae_deploy.prototxt": nets.cae(size=size, deploy=True),
+        "alexnet_landmarks_train.prototxt": nets.regressor(2 * k, train=("reg_train.txt", "reg_test.txt"), **kw),
+        "alexnet_landmarks_deploy.prototxt": nets.regressor(2 * k, size=size, deploy=True),
+        "alexnet_classifier_deploy.prototxt": nets.classifier(size=227, deploy=True),
+    }
+    written = [nets.write_net(net, out / name) for name, net in files.items()]
+    for stage, net_file in (("cae", "alexnet_cae_train.prototxt"), ("landmarks", "alexnet_landmarks_train.prototxt")):
+        sp = solver_param(sc, net_file, f"snapshots/{stage}", test_iter=1)
+        written.append(write_solver(sp, out / f"{stage}_solver.prototxt"))
+    return written
