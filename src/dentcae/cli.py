@@ -96,7 +96,7 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     from .evaluate import evaluate_checkpoint
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, args.set) if args.config else None
     summary = evaluate_checkpoint(cfg, args.checkpoint, out=args.out, gpu=args.gpu)
     print(summary["table_md"])
     print(f"wrote {summary['out']}/summary.json, predictions.csv, results.md")
@@ -154,7 +154,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, DataError, CaffeUnavailable) as e:
+    except (ConfigError, DataError, CaffeUnavailable, FileNotFoundError) as e:
         print(f"dentcae {args.verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -99,11 +99,12 @@ def _check(cfg, schema, where):
             raise ConfigError(f"config key '{path}' must be {type(default).__name__}, got {value!r}")
 
 
-def _merge(base, over):
+def merge(base, over):
+    """Nested dict `over` on top of `base` (dicts merge key by key; other values replace)."""
     out = copy.deepcopy(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "synth":
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -128,7 +129,7 @@ def _read(path, seen=()):
         raise ConfigError(f"{path}: {e}") from None
     if base is None:
         return data
-    return _merge(_read(path.parent / base, seen + (path.resolve(),)), data)
+    return merge(_read(path.parent / base, seen + (path.resolve(),)), data)
 
 
 def parse_set(items):
@@ -154,7 +155,7 @@ def load_config(path, overrides=None):
         _check(extra, SCHEMA, "")
     except ConfigError as e:
         raise ConfigError(f"--set: {e}") from None
-    cfg = _merge(_merge(SCHEMA, cfg), extra)
+    cfg = merge(merge(SCHEMA, cfg), extra)
     validate_values(cfg)
     return cfg
 

@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
-DATASET_KEYS = {"name", "landmarks", "spacing_mm", "layout", "sides", "description"}
+DATASET_KEYS = {"name", "landmarks", "spacing_mm", "layout", "sides", "description", "synthetic"}
 LAYOUTS = ("bilateral", "whole")
 
 
@@ -46,6 +46,7 @@ class Dataset:
     left: list = field(default_factory=list)    # bilateral: indices of the left-side landmarks
     right: list = field(default_factory=list)   # paired with left: right[i] mirrors onto left[i]
     images: list = field(default_factory=list)
+    synthetic: bool = False        # dataset.yaml `synthetic: true`: results are never the paper's
 
     @property
     def sample_landmarks(self):
@@ -183,7 +184,7 @@ def load_dataset(root):
     if not images:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTS)})")
     return Dataset(root, str(meta["name"]), [str(n) for n in meta["landmarks"]], meta["layout"],
-                   left, right, images)
+                   left, right, images, bool(meta.get("synthetic", False)))
 
 
 def read_image(path):

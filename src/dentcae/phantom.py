@@ -127,6 +127,7 @@ def write_phantom(out, images=108, annotated=54, seed=0):
         w.writerows(rows)
     meta = {
         "name": f"phantom-seed{seed}",
+        "synthetic": True,
         "description": "SYNTHETIC dental-panoramic-like phantom written by `dentcae synth`; not patient data",
         "landmarks": LANDMARKS,
         "spacing_mm": SPACING_MM,

@@ -191,7 +191,7 @@ def prepare(cfg, progress=lambda xs: xs, log=print):
             w = csv.DictWriter(fh, SAMPLE_FIELDS, lineterminator="\n")
             w.writeheader()
             w.writerows(rows)
-        meta = {"dataset": ds.name, "dataset_root": str(ds.root), "layout": ds.layout,
+        meta = {"dataset": ds.name, "synthetic": ds.synthetic, "dataset_root": str(ds.root), "layout": ds.layout,
                 "landmark_names": [ds.landmark_names[i] for i in (ds.left or range(len(ds.landmark_names)))],
                 "num_landmarks": ds.sample_landmarks, "input_size": size, "mean_bgr": bgr.tolist(),
                 "counts": counts, "images": len(loaded), "skipped": skipped, "key": key}

@@ -60,24 +60,26 @@ def write_solver(sp, path):
 
 
 def write_config_prototxts(cfg, out, num_landmarks=4):
-    """Every net and solver a config trains, into `out`, with data sources named relative to the
-    working directory (cae_train.txt, ...): the files committed under prototxt/ are these."""
+    """The nets and solver of a config's stage, into `out`, with data sources named relative to the
+    working directory (cae_train.txt, ...): the files committed under prototxt/ are these.
+    Frozen layers show in the name: alexnet_landmarks_fc6frozen_train.prototxt."""
     from pathlib import Path
     from . import nets
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sc, size, freeze = cfg["solver"], cfg["prepare"]["input_size"], cfg["model"]["freeze"]
     kw = dict(size=size, batch=sc["batch_size"], test_batch=sc["test_batch_size"], freeze=freeze)
-    k = cfg["model"]["num_landmarks"] or num_landmarks
-    files = {
-        "alexnet_cae_train.prototxt": nets.cae(train=("cae_train.txt", "cae_test.txt"), **kw),
-        "alexnet_cae_deploy.prototxt": nets.cae(size=size, deploy=True),
-        "alexnet_landmarks_train.prototxt": nets.regressor(2 * k, train=("reg_train.txt", "reg_test.txt"), **kw),
-        "alexnet_landmarks_deploy.prototxt": nets.regressor(2 * k, size=size, deploy=True),
-        "alexnet_classifier_deploy.prototxt": nets.classifier(size=227, deploy=True),
-    }
-    written = [nets.write_net(net, out / name) for name, net in files.items()]
-    for stage, net_file in (("cae", "alexnet_cae_train.prototxt"), ("landmarks", "alexnet_landmarks_train.prototxt")):
-        sp = solver_param(sc, net_file, f"snapshots/{stage}", test_iter=1)
-        written.append(write_solver(sp, out / f"{stage}_solver.prototxt"))
+    tag = "".join(f"_{name}" for name in freeze) + ("frozen" if freeze else "")
+    if cfg["stage"] == "pretrain":
+        stage, train = "cae", nets.cae(train=("cae_train.txt", "cae_test.txt"), **kw)
+        deploy = nets.cae(size=size, deploy=True)
+    else:
+        k = cfg["model"]["num_landmarks"] or num_landmarks
+        stage, train = "landmarks", nets.regressor(2 * k, train=("reg_train.txt", "reg_test.txt"), **kw)
+        deploy = nets.regressor(2 * k, size=size, deploy=True)
+    train_file = out / f"alexnet_{stage}{tag}_train.prototxt"
+    written = [nets.write_net(train, train_file),
+               nets.write_net(deploy, out / f"alexnet_{stage}_deploy.prototxt")]
+    sp = solver_param(sc, train_file.name, f"snapshots/{stage}{tag}", test_iter=1)
+    written.append(write_solver(sp, out / f"{stage}{tag}_solver.prototxt"))
     return written

@@ -255,6 +255,10 @@ def train(cfg, gpu=None, resume=False, overwrite=False, log=print):
                "images_per_s": round((solver.iter - start) * sc["batch_size"] / max(wall, 1e-9), 2),
                "prepared": str(prep.dir), "weights": str(run / "final.caffemodel")}
     (run / "training.json").write_text(json.dumps(summary, indent=1))
+    from .figures import plot_learning_curves, plot_reconstructions
+    plot_learning_curves({cfg["name"]: run}, run / "learning_curves.png", f"{stage}: {cfg['name']}")
+    if stage == "pretrain":
+        plot_reconstructions(run, prep, run / "reconstructions.png")
     say(f"done: {solver.iter} iterations in {wall:.0f} s; final train loss {summary['final_train_loss']}, "
         f"test loss {summary['final_test_loss']}; weights {run / 'final.caffemodel'}")
     logfile.close()

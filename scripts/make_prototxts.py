@@ -1,0 +1,31 @@
+#!/usr/bin/env python
+"""`make prototxt`: regenerate the committed prototxt/paper/ from the paper's configs.
+
+The CAE from configs/paper/cae_pretrain.yaml, the regressor from the fc6-tuned and fc6-frozen arms,
+and the plain AlexNet classifier (for weight-transfer checks). tests/test_nets.py checks that the
+committed files equal what the generators emit.
+"""
+import sys
+from pathlib import Path
+
+from dentcae import nets
+from dentcae.config import load_config
+from dentcae.solver import write_config_prototxts
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ["configs/paper/cae_pretrain.yaml", "configs/paper/landmarks_cae_fc6tuned.yaml",
+           "configs/paper/landmarks_cae_fc6frozen.yaml"]
+
+
+def generate(out):
+    out = Path(out)
+    written = []
+    for config in CONFIGS:
+        written += write_config_prototxts(load_config(ROOT / config), out)
+    written.append(nets.write_net(nets.classifier(size=227, deploy=True), out / "alexnet_classifier_deploy.prototxt"))
+    return written
+
+
+if __name__ == "__main__":
+    for p in generate(sys.argv[1] if len(sys.argv) > 1 else ROOT / "prototxt/paper"):
+        print(p)

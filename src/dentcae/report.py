@@ -1,0 +1,209 @@
+"""The paper's tables from configs: train every arm, evaluate, and put ours beside the paper's.
+
+    result = run_table("configs/paper/table2.yaml", repeats=1)
+
+A table config names one shared CAE pre-training config, its arms (each a finetune config, the
+paper's published mean/std per landmark, and a label), and the comparisons to test. Arms needing
+ImageNet weights run from scratch when model.imagenet_weights is absent, and the table says so by
+name. Runs go to runs/<table>/<arm>_r<repeat>; a finished run with the same resolved config is
+reused, an interrupted one resumed. Outputs: results/<table>.md/.csv/.json and figures.
+"""
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy.stats import wilcoxon
+
+from .config import ConfigError, load_config, merge, parse_set
+from .evaluate import evaluate_checkpoint, read_prediction_errors
+from .train import run_dir, train
+
+TABLE_KEYS = {"name", "title", "results_dir", "repeats", "repeat_over", "pretrain", "set", "arms",
+              "comparisons", "note"}
+ARM_KEYS = {"key", "label", "config", "paper"}
+
+
+def load_table(path):
+    path = Path(path)
+    try:
+        t = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"table config not found: {path}") from None
+    for key in t:
+        if key not in TABLE_KEYS:
+            raise ConfigError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(TABLE_KEYS))})")
+    for i, arm in enumerate(t.get("arms") or []):
+        for key in arm:
+            if key not in ARM_KEYS:
+                raise ConfigError(f"{path}: arms[{i}]: unknown key '{key}' (known: {', '.join(sorted(ARM_KEYS))})")
+    if not t.get("arms"):
+        raise ConfigError(f"{path}: a table needs 'arms'")
+    keys = [a["key"] for a in t["arms"]]
+    for a, b in t.get("comparisons", []):
+        if a not in keys or b not in keys:
+            raise ConfigError(f"{path}: comparison [{a}, {b}] names an arm that is not in 'arms'")
+    t.setdefault("repeats", 1)
+    t.setdefault("repeat_over", "seed")
+    t.setdefault("results_dir", "results")
+    if t["repeat_over"] not in ("seed", "fold"):
+        raise ConfigError(f"{path}: repeat_over must be seed or fold")
+    return t
+
+
+def _resolve(config, table, name, repeat, extra):
+    """Arm or CAE config for one repeat: table-wide `set`, --set, run folder, seed or fold."""
+    over = {}
+    for k, v in (table.get("set") or {}).items():   # the table's settings, then --set on top
+        _merge_dotted(over, k, v)
+    cfg = load_config(config, merge(over, parse_set(extra)))
+    cfg["runs_dir"], cfg["name"] = str(Path(cfg["runs_dir"]) / table["name"]), f"{name}_r{repeat}"
+    if table["repeat_over"] == "seed":
+        cfg["solver"]["random_seed"] = cfg["seed"] = repeat
+    else:
+        cfg["prepare"]["folds"], cfg["prepare"]["fold"] = table["repeats"], repeat
+    replaced = None
+    if cfg["model"]["init"] == "imagenet" and not Path(cfg["model"]["imagenet_weights"]).exists():
+        replaced = f"{name}: ImageNet weights {cfg['model']['imagenet_weights']} absent, ran from scratch"
+        cfg["model"]["init"] = "scratch"
+    return cfg, replaced
+
+
+def _merge_dotted(over, key, value):
+    node = over
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return over
+
+
+def _train_or_reuse(cfg, gpu, log):
+    run = run_dir(cfg)
+    saved = run / "config.yaml"
+    if (run / "final.caffemodel").exists() and saved.exists() and yaml.safe_load(saved.read_text()) == cfg:
+        log(f"reusing finished run {run}")
+        return
+    resume = (run / "snapshots" / "latest.json").exists() and saved.exists() and \
+        yaml.safe_load(saved.read_text()) == cfg
+    train(cfg, gpu=gpu, resume=resume, overwrite=not resume, log=log)
+
+
+def _fmt(mean, std):
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print):
+    from .figures import plot_detections, plot_error_cdf, plot_learning_curves, plot_reconstructions
+    table = load_table(path)
+    if repeats:
+        table["repeats"] = repeats
+    out = Path(out or table["results_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    arms = {a["key"]: a for a in table["arms"]}
+    errors = {k: [] for k in arms}        # per repeat: (N, K) mm errors
+    runs, replaced, cae_runs, names, synthetic = {}, set(), [], None, False
+    for r in range(table["repeats"]):
+        cae_cfg, note = _resolve(table["pretrain"], table, "cae", r if table["repeat_over"] == "seed" else 0,
+                                 overrides)
+        if note:
+            replaced.add(note)
+        needs_cae = any(load_config(a["config"])["model"]["init"] == "cae" for a in table["arms"])
+        if needs_cae:
+            _train_or_reuse(cae_cfg, gpu, log)
+            cae_runs.append(run_dir(cae_cfg))
+        for key, arm in arms.items():
+            cfg, note = _resolve(arm["config"], table, key, r, overrides)
+            if note:
+                replaced.add(note)
+            if cfg["model"]["init"] == "cae":
+                cfg["model"]["cae_run"] = str(run_dir(cae_cfg))
+            _train_or_reuse(cfg, gpu, log)
+            summary = evaluate_checkpoint(cfg, run_dir(cfg))
+            names, synthetic = [p["name"] for p in summary["landmarks"]], summary["synthetic"]
+            errors[key].append(read_prediction_errors(run_dir(cfg) / "predictions.csv")[0])
+            runs.setdefault(key, []).append(run_dir(cfg))
+    result = _tabulate(table, arms, errors, names, sorted(replaced), synthetic)
+    stem = out / table["name"]
+    for suffix, text in ((".json", json.dumps(result, indent=1)), (".md", result.pop("markdown_text")),
+                         (".csv", _csv(result))):
+        tmp = Path(str(stem) + suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, str(stem) + suffix)
+    plot_learning_curves({k: v[0] for k, v in runs.items()}, f"{stem}_learning_curves.png",
+                         f"{table['name']}: fine-tuning (repeat 0)")
+    plot_detections({k: v[0] / "predictions.csv" for k, v in runs.items()},
+                    load_config(table["arms"][0]["config"])["dataset"]["root"], f"{stem}_detections.png")
+    plot_error_cdf({k: np.concatenate(v).reshape(-1) for k, v in errors.items()}, f"{stem}_error_cdf.png")
+    if cae_runs:
+        from .prepare import prepare
+        plot_reconstructions(cae_runs[0], prepare(load_config(cae_runs[0] / "config.yaml")),
+                             f"{stem}_cae_reconstructions.png")
+        plot_learning_curves({"CAE": cae_runs[0]}, f"{stem}_cae_learning_curves.png", "CAE pre-training")
+    result["markdown"] = str(stem) + ".md"
+    return result
+
+
+def _tabulate(table, arms, errors, names, replaced, synthetic):
+    rows, lines = [], []
+    head = ["Landmarks", *[str(i + 1) for i in range(len(names))], "mean"]
+    lines += [f"# {table.get('title', table['name'])}", ""]
+    if synthetic:
+        lines += ["**Ours are on the SYNTHETIC phantom, not the paper's dental X-rays: compare trends, "
+                  "not values.** Paper rows quote Wang & Chu.", ""]
+    for note in replaced:
+        lines.append(f"- Replaced: {note}.")
+    lines += ["", "| " + " | ".join(["arm", "source", *head[1:]]) + " |", "|" + "---|" * (len(head) + 1)]
+    for key, arm in arms.items():
+        e = np.concatenate(errors[key])                 # all repeats' samples
+        per_rep = [x.mean() for x in errors[key]]
+        ours = [_fmt(e[:, i].mean(), np.std(e[:, i], ddof=1)) for i in range(e.shape[1])]
+        mean_cell = _fmt(e.mean(), np.std(per_rep, ddof=1)) + " (over repeats)" if len(per_rep) > 1 \
+            else _fmt(e.mean(), np.std(e, ddof=1))
+        lines.append(f"| {arm['label']} | ours | " + " | ".join(ours) + f" | {mean_cell} |")
+        row = {"arm": key, "label": arm["label"], "ours_mean_mm": e.mean(0).tolist(),
+               "ours_std_mm": np.std(e, 0, ddof=1).tolist(), "ours_mre_mm": float(e.mean()),
+               "ours_mre_per_repeat": [float(x) for x in per_rep], "n_samples": int(e.shape[0])}
+        if arm.get("paper"):
+            p = arm["paper"]
+            paper_cells = [_fmt(m, s) for m, s in zip(p["mean"], p["std"])]
+            lines.append(f"| {arm['label']} | paper | " + " | ".join(paper_cells) + f" | {np.mean(p['mean']):.4f} |")
+            row.update(paper_mean_mm=p["mean"], paper_std_mm=p["std"], paper_mre_mm=float(np.mean(p["mean"])))
+        rows.append(row)
+    comps = []
+    if table.get("comparisons"):
+        lines += ["", "| comparison (B vs A) | ours: change of mean error | paper: change | Wilcoxon p (per-sample mean error) |",
+                  "|---|---|---|---|"]
+    by_key = {r["arm"]: r for r in rows}
+    for a, b in table.get("comparisons", []):
+        ea, eb = np.concatenate(errors[a]).mean(1), np.concatenate(errors[b]).mean(1)
+        p = float(wilcoxon(ea, eb).pvalue) if len(ea) > 1 and np.any(ea != eb) else 1.0
+        ours = (by_key[b]["ours_mre_mm"] - by_key[a]["ours_mre_mm"]) / by_key[a]["ours_mre_mm"]
+        paper = None
+        if "paper_mre_mm" in by_key[a] and "paper_mre_mm" in by_key[b]:
+            paper = (by_key[b]["paper_mre_mm"] - by_key[a]["paper_mre_mm"]) / by_key[a]["paper_mre_mm"]
+        comps.append({"a": a, "b": b, "ours_relative_change": ours, "paper_relative_change": paper,
+                      "wilcoxon_p": p, "n_pairs": int(len(ea))})
+        paper_txt = f"{100 * paper:+.1f}%" if paper is not None else "n/a"
+        lines.append(f"| {arms[b]['label']} vs {arms[a]['label']} | {100 * ours:+.1f}% | {paper_txt} | {p:.3g} (n={len(ea)}) |")
+    lines += ["", f"Radial error in mm, mean ± std over test samples; {table['repeats']} repeat(s) over "
+              f"{table['repeat_over']}s. Landmarks: " + ", ".join(f"{i + 1} = {n}" for i, n in enumerate(names)) + "."]
+    if table.get("note"):
+        lines += ["", table["note"].strip()]
+    return {"table": table["name"], "synthetic": synthetic, "replaced": replaced, "rows": rows,
+            "comparisons": comps, "markdown_text": "\n".join(lines) + "\n"}
+
+
+def _csv(result):
+    from io import StringIO
+    buf = StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    k = len(result["rows"][0]["ours_mean_mm"])
+    w.writerow(["arm", "source", *[f"l{i + 1}_mean_mm" for i in range(k)], *[f"l{i + 1}_std_mm" for i in range(k)], "mre_mm"])
+    for r in result["rows"]:
+        w.writerow([r["arm"], "ours", *np.round(r["ours_mean_mm"], 4), *np.round(r["ours_std_mm"], 4), round(r["ours_mre_mm"], 4)])
+        if "paper_mean_mm" in r:
+            w.writerow([r["arm"], "paper", *r["paper_mean_mm"], *r["paper_std_mm"], round(r["paper_mre_mm"], 4)])
+    return buf.getvalue()

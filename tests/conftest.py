@@ -1,0 +1,56 @@
+"""Shared fixtures: real pycaffe, a tiny synthetic phantom, and tiny configs that train in seconds."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+@pytest.fixture(scope="session")
+def caffe():
+    from dentcae.backend import get_caffe
+    c = get_caffe()
+    c.set_mode_cpu()
+    return c
+
+
+@pytest.fixture(scope="session")
+def phantom(tmp_path_factory):
+    """12 SYNTHETIC images, 8 annotated: 24 halves, enough for every split."""
+    from dentcae.phantom import write_phantom
+    return write_phantom(tmp_path_factory.mktemp("data") / "phantom", images=12, annotated=8, seed=3)
+
+
+def tiny_config(tmp, root, stage="finetune", **over):
+    """A resolved config that trains full-size AlexNet nets for a few iterations at batch 2."""
+    from dentcae.config import load_config, merge
+    base = {"name": f"tiny_{stage}", "stage": stage, "runs_dir": str(tmp / "runs"),
+            "dataset": {"root": str(root), "synth": None},
+            "prepare": {"cache_dir": str(tmp / "cache"), "cae_holdout": 0.15, "regressor_holdout": 0.25},
+            "model": {"init": "scratch"},
+            "solver": {"type": "Adam", "base_lr": 1e-4, "lr_policy": "fixed", "max_iter": 4,
+                       "batch_size": 2, "test_batch_size": 4, "test_interval": 2, "snapshot": 2}}
+    cfg_path = tmp / f"{stage}.yaml"
+    import yaml
+    cfg_path.write_text(yaml.safe_dump(merge(base, over)))
+    return load_config(cfg_path)
+
+
+def run_cli(*args, env=None, check=False):
+    """`dentcae ARGS` in a subprocess: (returncode, stdout + stderr)."""
+    p = subprocess.run([sys.executable, "-m", "dentcae.cli", *args], cwd=ROOT, capture_output=True,
+                       text=True, env={**os.environ, **(env or {})})
+    if check and p.returncode:
+        raise AssertionError(p.stdout + p.stderr)
+    return p.returncode, p.stdout + p.stderr
+
+
+@pytest.fixture
+def clean_tmp(tmp_path):
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)  # runs hold hundreds of MB of weights
