@@ -25,7 +25,7 @@ from pathlib import Path
 SDIST = "brocolli-caffe==9.0.2"
 SDIST_FILE = "brocolli-caffe-9.0.2.tar.gz"
 SDIST_SHA256 = "c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a"
-PATCH_VERSION = "3"  # bump when patch_source() changes: it is part of the cache key
+PATCH_VERSION = "4"  # bump when patch_source() changes: it is part of the cache key
 BUILD_PACKAGES = [
     "build-essential", "cmake", "protobuf-compiler", "libprotobuf-dev", "libgoogle-glog-dev",
     "libgflags-dev", "libhdf5-dev", "libopenblas-dev", "libboost-python-dev",
@@ -105,7 +105,7 @@ def cache_key(python):
         re.search(r'VERSION_ID="?([^"\n]*)', os_release).group(1) if "VERSION_ID" in os_release
         else "unknown-os",
         platform.machine(), info,
-        tool_version(["dpkg-query", "-W", "libboost-dev"], r"\t(\S+)"),
+        tool_version(["dpkg-query", "-W", "libboost-python-dev"], r"\t(\S+)"),
         tool_version(["protoc", "--version"], r"(\d[\d.]*)"),
         SDIST_SHA256, PATCH_VERSION,
     ]
@@ -128,7 +128,18 @@ def fetch_sdist(cache):
     return path
 
 
+POOL_BACKWARD = "            bottom_diff[bottom_index] += top_diff[index];\n"
+
+
 def patch_source(src, boost_python):
+    # Max pooling over a window of NaNs finds no maximum and leaves its index at -1; the CPU
+    # backward pass then writes bottom_diff[-1], corrupting the heap. Skip such windows.
+    pool = src / "src/caffe/layers/pooling_layer.cpp"
+    text = pool.read_text()
+    if text.count(POOL_BACKWARD) != 1:
+        raise RuntimeError(f"{pool}: the max-pooling backward line to patch was not found")
+    pool.write_text(text.replace(POOL_BACKWARD, "            if (bottom_index >= 0) "
+                                 "bottom_diff[bottom_index] += top_diff[index];\n"))
     net_cpp = src / "src/caffe/net.cpp"
     text = net_cpp.read_text()
     net_cpp.write_text(text.replace('#include "caffe/test/test_caffe_main.hpp"\n', ""))

@@ -151,6 +151,14 @@ def _loss(net, value=None):
     return raw * float(net.blob_loss_weights["loss"])
 
 
+def _bad_params(net):
+    """Layers whose weights are no longer finite. Checked after every step: a NaN that reaches the
+    next forward pass makes Caffe's max pooling record index -1, and its backward pass then writes
+    out of bounds (heap corruption), so training must stop before that step."""
+    return [name for name, blobs in net.params.items()
+            if not all(np.isfinite(np.add.reduce(b.data, axis=None)) for b in blobs)]
+
+
 def _test_loss(test_net, test_iter):
     return float(np.mean([_loss(test_net, test_net.forward()["loss"]) for _ in range(test_iter)]))
 
@@ -174,12 +182,11 @@ def train(cfg, gpu=None, resume=False, overwrite=False, log=print):
         import shutil
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
-    logfile = (run / "log.txt").open("a")
 
     def say(msg):
         log(msg)
-        logfile.write(msg + "\n")
-        logfile.flush()
+        with (run / "log.txt").open("a") as fh:
+            fh.write(msg + "\n")
 
     solver_path, test_iter = write_run_files(cfg, prep, run, gpu)
     caffe.set_random_seed(int(sc["random_seed"]))
@@ -217,12 +224,16 @@ def train(cfg, gpu=None, resume=False, overwrite=False, log=print):
             it, loss = solver.iter, _loss(solver.net)
             pending.append([it, "train", f"{loss:.8g}"])
             first = loss if first is None else first
+            bad = _bad_params(solver.net)
+            if bad:
+                loss = float("nan")
             if not np.isfinite(loss) or loss > cfg["train"]["loss_explode_factor"] * max(first, 1e-12):
                 _write_rows(losses, pending)
                 last = snaps.latest()
+                what = f"weights of {', '.join(bad)} became NaN/inf" if bad else \
+                    f"loss {'is ' + str(loss) if not np.isfinite(loss) else f'exploded to {loss:.4g}'}"
                 raise TrainingError(
-                    f"loss {'is ' + str(loss) if not np.isfinite(loss) else f'exploded to {loss:.4g}'} "
-                    f"at iteration {it} (first loss {first:.4g}); stopped. Last good snapshot: "
+                    f"{what} at iteration {it} (first loss {first:.4g}); stopped. Last good snapshot: "
                     f"{last['caffemodel'] if last else 'none yet'}. Lower solver.base_lr or check the data.")
             if it % sc["test_interval"] == 0 or it == sc["max_iter"]:
                 pending.append([it, "test", f"{_test_loss(test_net, test_iter):.8g}"])
@@ -261,5 +272,4 @@ def train(cfg, gpu=None, resume=False, overwrite=False, log=print):
         plot_reconstructions(run, prep, run / "reconstructions.png")
     say(f"done: {solver.iter} iterations in {wall:.0f} s; final train loss {summary['final_train_loss']}, "
         f"test loss {summary['final_test_loss']}; weights {run / 'final.caffemodel'}")
-    logfile.close()
     return summary

@@ -1,0 +1,138 @@
+"""Issue 5: CAE pre-training, weight transfer and fine-tuning with real Caffe; resume; NaN stop."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli, tiny_config
+from dentcae.backend import CaffeUnavailable, set_device
+from dentcae.config import ConfigError, load_config
+from dentcae.train import TrainingError, run_dir, train
+from dentcae.transfer import read_caffemodel
+
+COPIED = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6"]
+
+
+def _losses(run):
+    with (run / "loss.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_pretrain_then_finetune_transfers_and_freezes(phantom, clean_tmp):
+    quiet = lambda m: None  # noqa: E731
+    cae_cfg = tiny_config(clean_tmp, phantom, stage="pretrain")
+    cae = train(cae_cfg, log=quiet)
+    cae_run = run_dir(cae_cfg)
+    assert cae["iterations"] == 4 and (cae_run / "final.caffemodel").exists()
+    assert (cae_run / "reconstructions.png").exists() and (cae_run / "learning_curves.png").exists()
+    ft_cfg = tiny_config(clean_tmp, phantom, model={"init": "cae", "cae_run": str(cae_run), "freeze": ["fc6"]},
+                         train={"save_init": True})
+    train(ft_cfg, log=quiet)
+    run = run_dir(ft_cfg)
+    source = read_caffemodel(cae_run / "final.caffemodel", set(COPIED))
+    first = read_caffemodel(run / "init.caffemodel")
+    final = read_caffemodel(run / "final.caffemodel")
+    for name in COPIED:                        # the regressor's first weights are the CAE's
+        for a, b in zip(first[name], source[name]):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(final["fc6"], source["fc6"]):   # frozen fc6: unchanged by fine-tuning
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(final["conv1"][0], source["conv1"][0])   # the rest did train
+    report = json.loads((run / "transfer.json").read_text())
+    assert list(report["copied"]) == COPIED and report["fresh"] == ["fc7", "fc8_landmarks"]
+    for r in (cae_run, run):
+        rows = _losses(r)
+        assert rows and all(np.isfinite(float(x["loss"])) for x in rows)
+        assert {x["phase"] for x in rows} == {"train", "test"}
+    for name in ("config.yaml", "train.prototxt", "deploy.prototxt", "solver.prototxt", "log.txt", "training.json"):
+        assert (run / name).exists(), name
+    assert load_config(run / "config.yaml") == ft_cfg   # the resolved config, loadable as is
+
+
+def _wait_for_snapshot(run, it, proc, timeout=300):
+    marker = run / "snapshots" / "latest.json"
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if marker.exists() and json.loads(marker.read_text())["iter"] >= it:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no snapshot appeared")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_run_resumes_to_the_same_end(phantom, clean_tmp, sig):
+    solver = {"max_iter": 6, "snapshot": 2, "test_interval": 3}
+    whole = tiny_config(clean_tmp, phantom, name="whole", solver=solver)
+    train(whole, log=lambda m: None)
+    cfg = tiny_config(clean_tmp, phantom, name="cut", solver=solver)
+    run = run_dir(cfg)
+    proc = subprocess.Popen([sys.executable, "-m", "dentcae.cli", "finetune", "--config",
+                             str(clean_tmp / "finetune.yaml")], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    _wait_for_snapshot(run, 2, proc)
+    proc.send_signal(sig)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0
+    if sig == signal.SIGINT:
+        assert "interrupted at iteration" in out and "--resume" in out
+    assert not (run / "final.caffemodel").exists()
+    stopped = json.loads((run / "snapshots/latest.json").read_text())["iter"]
+    assert 2 <= stopped < 6
+    with pytest.raises(TrainingError, match="exists: pass --resume"):
+        train(cfg, log=lambda m: None)
+    summary = train(cfg, resume=True, log=lambda m: None)
+    assert summary["iterations"] == 6
+    a, b = _losses(run_dir(whole)), _losses(run)
+    assert [(r["iter"], r["phase"]) for r in a] == [(r["iter"], r["phase"]) for r in b]
+
+
+def test_nan_or_exploding_loss_stops_and_keeps_the_last_good_snapshot(phantom, clean_tmp):
+    cfg = tiny_config(clean_tmp, phantom, solver={"type": "SGD", "base_lr": 50.0, "max_iter": 30,
+                                                 "snapshot": 1, "test_interval": 100})
+    with pytest.raises(TrainingError, match=r"at iteration (\d+) .*stopped. Last good snapshot") as err:
+        train(cfg, log=lambda m: None)
+    bad = int(err.value.args[0].split("at iteration ")[1].split()[0])
+    latest = json.loads((run_dir(cfg) / "snapshots/latest.json").read_text())
+    assert latest["iter"] == bad - 1 and os.path.exists(latest["caffemodel"])
+    assert not (run_dir(cfg) / "final.caffemodel").exists()
+
+
+def test_config_errors_name_the_key(phantom, tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"solver": {"max_iter": 5}}))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("_base_: base.yaml\nsolver:\n  bse_lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'solver.bse_lr'"):
+        load_config(bad)
+    bad.write_text("_base_: base.yaml\nsolver:\n  max_iter: many\n")
+    with pytest.raises(ConfigError, match=r"'solver.max_iter' must be int, got 'many'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"--set: unknown config key 'model.frezee'"):
+        load_config(base, ["model.frezee=[fc6]"])
+    assert load_config(base, ["solver.base_lr=0.0005"])["solver"]["base_lr"] == 0.0005
+    code, out = run_cli("finetune", "--config", str(bad))
+    assert code == 2 and "solver.max_iter" in out and "Traceback" not in out
+
+
+def test_missing_imagenet_weights_says_where_to_get_them(phantom, clean_tmp):
+    cfg = tiny_config(clean_tmp, phantom, stage="pretrain",
+                      model={"init": "imagenet", "imagenet_weights": str(clean_tmp / "bvlc_alexnet.caffemodel")})
+    with pytest.raises(TrainingError, match=r"ImageNet weights not found .*sha1 9116a64c.*init: scratch"):
+        train(cfg, log=lambda m: None)
+
+
+def test_gpu_flag_fails_clearly_on_a_cpu_build(phantom, tmp_path):
+    with pytest.raises(CaffeUnavailable, match="CPU-only"):
+        set_device(0)
+    tiny_config(tmp_path, phantom)
+    code, out = run_cli("finetune", "--config", str(tmp_path / "finetune.yaml"), "--gpu", "0")
+    assert code == 2 and "CPU-only" in out
+    assert not (tmp_path / "runs").exists()     # it failed before any work
