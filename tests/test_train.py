@@ -127,6 +127,10 @@ def test_missing_imagenet_weights_says_where_to_get_them(phantom, clean_tmp):
                       model={"init": "imagenet", "imagenet_weights": str(clean_tmp / "bvlc_alexnet.caffemodel")})
     with pytest.raises(TrainingError, match=r"ImageNet weights not found .*sha1 9116a64c.*init: scratch"):
         train(cfg, log=lambda m: None)
+    assert not run_dir(cfg).exists()          # it stopped before any work
+    cfg = tiny_config(clean_tmp, phantom, model={"init": "cae", "cae_run": str(clean_tmp / "no_cae")})
+    with pytest.raises(TrainingError, match=r"CAE checkpoint .*no_cae/final.caffemodel not found: run the pre-training"):
+        train(cfg, log=lambda m: None)
 
 
 def test_gpu_flag_fails_clearly_on_a_cpu_build(phantom, tmp_path):

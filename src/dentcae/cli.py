@@ -6,7 +6,7 @@
     dentcae prototxt --config C --out DIR   write the nets and solvers a config trains
     dentcae pretrain --config C             CAE pre-training
     dentcae finetune --config C             landmark regressor fine-tuning
-    dentcae evaluate CHECKPOINT --config C  radial errors in mm, predictions.csv, summary.json
+    dentcae evaluate CHECKPOINT [--config C] radial errors in mm, predictions.csv, summary.json
     dentcae table configs/paper/table2.yaml the paper's tables from configs, ours beside theirs
 """
 import argparse

@@ -43,6 +43,7 @@ SCHEMA = {
         "cae_run": None,                    # pretrain run folder whose final weights are copied
         "copy_layers": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6"],
         "freeze": [],                       # layers whose lr_mult/decay_mult are 0
+        "dropout": 0.5,                     # drop6/drop7 ratio (AlexNet and the paper: 0.5)
         "num_landmarks": None,              # None: from the dataset
     },
     "solver": {
@@ -178,6 +179,8 @@ def validate_values(cfg):
     if synth is not None:
         if not isinstance(synth, dict) or set(synth) - {"images", "annotated", "seed"}:
             raise ConfigError("config key 'dataset.synth' must be a mapping of images, annotated, seed")
+    if not 0 <= cfg["model"]["dropout"] < 1:
+        raise ConfigError("config key 'model.dropout' must be in [0, 1)")
     for name in ("copy_layers", "freeze"):
         if not all(isinstance(x, str) for x in cfg["model"][name]):
             raise ConfigError(f"config key 'model.{name}' must be a list of layer names")

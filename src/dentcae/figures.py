@@ -57,6 +57,7 @@ def plot_learning_curves(runs, path, title="Learning curves"):
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
     return _save(fig, path)
 
 

@@ -68,7 +68,8 @@ def write_config_prototxts(cfg, out, num_landmarks=4):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sc, size, freeze = cfg["solver"], cfg["prepare"]["input_size"], cfg["model"]["freeze"]
-    kw = dict(size=size, batch=sc["batch_size"], test_batch=sc["test_batch_size"], freeze=freeze)
+    kw = dict(size=size, batch=sc["batch_size"], test_batch=sc["test_batch_size"], freeze=freeze,
+              dropout=cfg["model"]["dropout"])
     tag = "".join(f"_{name}" for name in freeze) + ("frozen" if freeze else "")
     if cfg["stage"] == "pretrain":
         stage, train = "cae", nets.cae(train=("cae_train.txt", "cae_test.txt"), **kw)

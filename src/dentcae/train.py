@@ -57,7 +57,8 @@ def write_run_files(cfg, prep, run, gpu=None):
     stage = cfg["stage"]
     splits = ("cae_train", "cae_test") if stage == "pretrain" else ("reg_train", "reg_test")
     test_batch = _test_batch(prep.count(splits[1]), sc["test_batch_size"])
-    kw = dict(size=size, batch=sc["batch_size"], test_batch=test_batch, freeze=freeze)
+    kw = dict(size=size, batch=sc["batch_size"], test_batch=test_batch, freeze=freeze,
+              dropout=cfg["model"]["dropout"])
     if stage == "pretrain":
         train_net = nets.cae(train=[prep.source(s) for s in splits], **kw)
         deploy = nets.cae(size=size, deploy=True)
@@ -77,19 +78,19 @@ def write_run_files(cfg, prep, run, gpu=None):
     return write_solver(sp, run / "solver.prototxt"), prep.count(splits[1]) // test_batch
 
 
-def init_weights(cfg, net):
-    """Copy the configured layers into `net`; returns the transfer report (also for scratch)."""
+def init_source(cfg):
+    """Where the first weights come from: (file or None, layers, warning). Raises before any work
+    when the configured file is missing."""
     m, stage = cfg["model"], cfg["stage"]
     if m["init"] == "scratch":
-        return {"source": "scratch (MSRA/Xavier random initialisation; no ImageNet weights)",
-                "copied": {}, "fresh": list(net.params.keys())}
+        return None, [], None
     if m["init"] == "imagenet":
-        warning = check_imagenet_weights(m["imagenet_weights"])
+        try:
+            warning = check_imagenet_weights(m["imagenet_weights"])
+        except TransferError as e:
+            raise TrainingError(str(e)) from None
         layers = [l for l in m["copy_layers"] if stage == "finetune" or l in ENCODER_CONVS + ["fc6", "fc7"]]
-        report = copy_layers(net, m["imagenet_weights"], layers)
-        if warning:
-            report["warning"] = warning
-        return report
+        return Path(m["imagenet_weights"]), layers, warning
     if stage == "pretrain":
         raise TrainingError("model.init: cae is for finetune configs; a CAE starts from imagenet or scratch")
     if not m["cae_run"]:
@@ -98,7 +99,21 @@ def init_weights(cfg, net):
     if not source.exists():
         raise TrainingError(f"CAE checkpoint {source} not found: run the pre-training first "
                             f"(make pretrain, or dentcae pretrain --config ...)")
-    return copy_layers(net, source, m["copy_layers"])
+    return source, m["copy_layers"], None
+
+
+def init_weights(net, source, layers, warning=None):
+    """Copy `layers` of `source` into `net`; returns the transfer report (also for scratch)."""
+    if source is None:
+        return {"source": "scratch (MSRA/Xavier random initialisation; no ImageNet weights)",
+                "copied": {}, "fresh": list(net.params.keys())}
+    try:
+        report = copy_layers(net, source, layers)
+    except TransferError as e:
+        raise TrainingError(str(e)) from None
+    if warning:
+        report["warning"] = warning
+    return report
 
 
 class _Snapshots:
@@ -167,6 +182,7 @@ def train(cfg, gpu=None, resume=False, overwrite=False, log=print):
     """Run one stage to solver.max_iter; returns the training summary (also in training.json)."""
     caffe = get_caffe()
     device = set_device(gpu)     # fails before any work on a CPU-only build asked for a GPU
+    source = None if resume else init_source(cfg)   # a missing weights file stops here
     ensure_dataset(cfg, log)
     prep = prepare(cfg, progress=lambda xs: tqdm(xs, desc="prepare", leave=False), log=log)
     run, stage, sc = run_dir(cfg), cfg["stage"], cfg["solver"]
@@ -200,10 +216,7 @@ def train(cfg, gpu=None, resume=False, overwrite=False, log=print):
         _truncate_rows(losses, state["iter"])
         say(f"resumed {run} at iteration {solver.iter} from {state['solverstate']}")
     else:
-        try:
-            report = init_weights(cfg, solver.net)
-        except TransferError as e:
-            raise TrainingError(str(e)) from None
+        report = init_weights(solver.net, *source)
         (run / "transfer.json").write_text(json.dumps(report, indent=1))
         say(f"{stage} {cfg['name']} on {device}: init {report['source']}")
         say(f"  copied: {', '.join(report['copied']) or 'nothing'}; fresh: {', '.join(report['fresh'])}")
