@@ -41,15 +41,11 @@ def cmd_doctor(args):
     print(f"build      {info['mode']}, {info['layer_types']} layer types "
           f"({'all' if info['has_bvlc_layers'] else 'NOT all'} BVLC layers dentcae uses)")
     print(f"python     {info['python']}; numpy {numpy.__version__}; protobuf {google.protobuf.__version__}")
-    try:
-        from threadpoolctl import threadpool_info
-        blas = [f"{i['internal_api']} {i.get('version')} threads={i['num_threads']}" for i in threadpool_info()]
-    except ImportError:
-        blas = []
     import os
-    threads = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if os.environ.get(k)}
-    print(f"blas       numpy: {'; '.join(blas) or 'n/a'}; caffe: Debian OpenBLAS (pthread), "
-          f"env {threads or 'unset (all cores)'}")
+    blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    threads = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if k in os.environ}
+    print(f"blas       caffe: Debian OpenBLAS (pthread); numpy: {blas.get('name')} {blas.get('version')}; "
+          f"threads: {threads or f'unset, so all {os.cpu_count()} cores'}")
     if not info["has_bvlc_layers"]:
         print("doctor: FAIL: this Caffe lacks layer types dentcae needs", file=sys.stderr)
         return 1
