@@ -10,6 +10,7 @@ CONFIG     ?= configs/phantom_cae_finetune.yaml
 PRETRAIN_CONFIG ?= configs/phantom_cae_pretrain.yaml
 GPU        ?=
 GPU_FLAG   := $(if $(GPU),--gpu $(GPU),)
+TRAIN_FLAGS ?=
 
 .PHONY: help setup venv caffe doctor test data prepare prototxt pretrain finetune evaluate demo \
         bench table1 table2 clean
@@ -24,6 +25,7 @@ help:
 	@echo "make table1 / make table2   rebuild the paper's Tables I / II from configs/paper/"
 	@echo "make bench     caffe time: per-iteration forward/backward ms of the generated nets"
 	@echo "GPU=N          pass --gpu N to training (needs a CUDA build of Caffe)"
+	@echo "TRAIN_FLAGS=--resume (or --overwrite)   for make pretrain / make finetune on an existing run"
 
 $(STAMP): pyproject.toml
 	$(PYTHON_SYS) -m venv $(VENV)
@@ -45,8 +47,12 @@ doctor: caffe
 test: caffe
 	$(VENV)/bin/pytest -q
 
-data: setup
+PHANTOM    := data/phantom/dataset.yaml
+
+$(PHANTOM): $(STAMP)
 	$(DENTCAE) synth --out data/phantom --images 108 --annotated 54 --seed 0
+
+data: caffe $(PHANTOM)
 
 prepare: data
 	$(DENTCAE) prepare --config $(CONFIG)
@@ -55,10 +61,10 @@ prototxt: caffe
 	$(PY) scripts/make_prototxts.py
 
 pretrain: data
-	$(DENTCAE) pretrain --config $(PRETRAIN_CONFIG) $(GPU_FLAG)
+	$(DENTCAE) pretrain --config $(PRETRAIN_CONFIG) $(GPU_FLAG) $(TRAIN_FLAGS)
 
 finetune: data
-	$(DENTCAE) finetune --config $(CONFIG) $(GPU_FLAG)
+	$(DENTCAE) finetune --config $(CONFIG) $(GPU_FLAG) $(TRAIN_FLAGS)
 
 evaluate: caffe
 	$(PY) scripts/evaluate.py runs/phantom_cae_finetune --config $(CONFIG)

@@ -34,16 +34,11 @@ def caffe_pb2():
 
 
 def gpu_available():
-    """True when this Caffe build was compiled with CUDA and sees a device."""
-    caffe = get_caffe()
-    # A CPU_ONLY build's set_mode_gpu() does not fail; its device query does ("Cannot use GPU in
-    # CPU-only Caffe") and aborts the process, so ask the build itself without touching the device.
-    return bool(getattr(caffe, "has_gpu", lambda: False)()) if hasattr(caffe, "has_gpu") \
-        else _built_with_cuda(caffe)
+    """True when this Caffe build was compiled with CUDA.
 
-
-def _built_with_cuda(caffe):
-    so = getattr(caffe._caffe, "__file__", "")
+    A CPU_ONLY build's set_mode_gpu() does not fail, and its device calls abort the whole process
+    ("Cannot use GPU in CPU-only Caffe"), so look at the built module instead of asking a device."""
+    so = getattr(get_caffe()._caffe, "__file__", "")
     try:
         with open(so, "rb") as fh:
             return b"cudaGetDevice" in fh.read()

@@ -108,7 +108,8 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print)
     for r in range(table["repeats"]):
         cae_cfg, note = _resolve(table["pretrain"], table, "cae", r if table["repeat_over"] == "seed" else 0,
                                  overrides)
-        if note:
+        if note and note not in replaced:
+            log(f"replaced: {note}")
             replaced.add(note)
         needs_cae = any(load_config(a["config"])["model"]["init"] == "cae" for a in table["arms"])
         if needs_cae:
@@ -116,13 +117,15 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print)
             cae_runs.append(run_dir(cae_cfg))
         for key, arm in arms.items():
             cfg, note = _resolve(arm["config"], table, key, r, overrides)
-            if note:
+            if note and note not in replaced:
+                log(f"replaced: {note}")
                 replaced.add(note)
             if cfg["model"]["init"] == "cae":
                 cfg["model"]["cae_run"] = str(run_dir(cae_cfg))
             _train_or_reuse(cfg, gpu, log)
             summary = evaluate_checkpoint(cfg, run_dir(cfg))
             names, synthetic = [p["name"] for p in summary["landmarks"]], summary["synthetic"]
+            dataset_root = cfg["dataset"]["root"]
             errors[key].append(read_prediction_errors(run_dir(cfg) / "predictions.csv")[0])
             runs.setdefault(key, []).append(run_dir(cfg))
     result = _tabulate(table, arms, errors, names, sorted(replaced), synthetic)
@@ -134,8 +137,8 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print)
         os.replace(tmp, str(stem) + suffix)
     plot_learning_curves({k: v[0] for k, v in runs.items()}, f"{stem}_learning_curves.png",
                          f"{table['name']}: fine-tuning (repeat 0)")
-    plot_detections({k: v[0] / "predictions.csv" for k, v in runs.items()},
-                    load_config(table["arms"][0]["config"])["dataset"]["root"], f"{stem}_detections.png")
+    plot_detections({k: v[0] / "predictions.csv" for k, v in runs.items()}, dataset_root,
+                    f"{stem}_detections.png")
     plot_error_cdf({k: np.concatenate(v).reshape(-1) for k, v in errors.items()}, f"{stem}_error_cdf.png")
     if cae_runs:
         from .prepare import prepare
