@@ -104,7 +104,7 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print)
     out.mkdir(parents=True, exist_ok=True)
     arms = {a["key"]: a for a in table["arms"]}
     errors = {k: [] for k in arms}        # per repeat: (N, K) mm errors
-    runs, replaced, cae_runs, names, synthetic = {}, set(), [], None, False
+    runs, replaced, cae_runs, names, synthetic, baselines = {}, set(), [], None, False, []
     for r in range(table["repeats"]):
         cae_cfg, note = _resolve(table["pretrain"], table, "cae", r if table["repeat_over"] == "seed" else 0,
                                  overrides)
@@ -126,9 +126,13 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print)
             summary = evaluate_checkpoint(cfg, run_dir(cfg))
             names, synthetic = [p["name"] for p in summary["landmarks"]], summary["synthetic"]
             dataset_root = cfg["dataset"]["root"]
+            baselines.append(summary["baseline_mean_shape_mre_mm"])
             errors[key].append(read_prediction_errors(run_dir(cfg) / "predictions.csv")[0])
             runs.setdefault(key, []).append(run_dir(cfg))
     result = _tabulate(table, arms, errors, names, sorted(replaced), synthetic)
+    result["baseline_mean_shape_mre_mm"] = float(np.mean(baselines))
+    result["markdown_text"] += (f"\nNo-learning baseline: predicting the training set's mean landmarks gives "
+                                f"an MRE of {np.mean(baselines):.4f} mm on the same test samples.\n")
     stem = out / table["name"]
     for suffix, text in ((".json", json.dumps(result, indent=1)), (".md", result.pop("markdown_text")),
                          (".csv", _csv(result))):
