@@ -105,21 +105,22 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print)
     arms = {a["key"]: a for a in table["arms"]}
     errors = {k: [] for k in arms}        # per repeat: (N, K) mm errors
     runs, replaced, cae_runs, names, synthetic, baselines = {}, set(), [], None, False, []
-    for r in range(table["repeats"]):
-        cae_cfg, note = _resolve(table["pretrain"], table, "cae", r if table["repeat_over"] == "seed" else 0,
-                                 overrides)
+    needs_cae = any(load_config(a["config"])["model"]["init"] == "cae" for a in table["arms"])
+
+    def resolve(config, name, repeat):
+        cfg, note = _resolve(config, table, name, repeat, overrides)
         if note and note not in replaced:
             log(f"replaced: {note}")
             replaced.add(note)
-        needs_cae = any(load_config(a["config"])["model"]["init"] == "cae" for a in table["arms"])
+        return cfg
+
+    for r in range(table["repeats"]):
         if needs_cae:
+            cae_cfg = resolve(table["pretrain"], "cae", r if table["repeat_over"] == "seed" else 0)
             _train_or_reuse(cae_cfg, gpu, log)
             cae_runs.append(run_dir(cae_cfg))
         for key, arm in arms.items():
-            cfg, note = _resolve(arm["config"], table, key, r, overrides)
-            if note and note not in replaced:
-                log(f"replaced: {note}")
-                replaced.add(note)
+            cfg = resolve(arm["config"], key, r)
             if cfg["model"]["init"] == "cae":
                 cfg["model"]["cae_run"] = str(run_dir(cae_cfg))
             _train_or_reuse(cfg, gpu, log)
