@@ -85,7 +85,10 @@ def test_doctor_passes():
 
 
 def test_doctor_fails_readably_without_the_caffe_cache():
-    code = ("import sys; sys.path = [p for p in sys.path if 'dentcae/caffe-' not in p]; "
+    # drop exactly the path the venv's .pth adds (the cache entry, wherever DENTCAE_CACHE puts it)
+    code = ("import sys, sysconfig, pathlib; "
+            "entry = (pathlib.Path(sysconfig.get_paths()['purelib']) / 'dentcae_caffe.pth').read_text().strip(); "
+            "sys.path = [p for p in sys.path if p != entry]; "
             "from dentcae.cli import main; sys.exit(main(['doctor']))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode != 0
