@@ -48,6 +48,10 @@ class Dataset:
     images: list = field(default_factory=list)
     synthetic: bool = False        # dataset.yaml `synthetic: true`: results are never the paper's
 
+    def side_indices(self, side):
+        """Landmark indices of a sample's side: 'left', 'right' (bilateral) or 'whole'."""
+        return {"left": self.left, "right": self.right}.get(side, list(range(len(self.landmark_names))))
+
     @property
     def sample_landmarks(self):
         """Landmarks per sample (a half for bilateral data): the regressor predicts 2x this."""

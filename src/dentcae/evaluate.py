@@ -69,7 +69,8 @@ def predict(deploy, weights, data, batch=16):
     return np.concatenate(outs)
 
 
-def _write_atomic(path, text):
+def write_atomic(path, text):
+    """Write text to a temporary name, then rename: readers never see a half-written file."""
     tmp = Path(str(path) + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -106,13 +107,12 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
     ds = load_dataset(cfg["dataset"]["root"])
     recs = {r.name: r for r in ds.images}
     names = prep.meta["landmark_names"]
-    idx_of = {"left": ds.left, "right": ds.right, "whole": list(range(len(ds.landmark_names)))}
     gt_px, pred_px, base_px, spacing = [], [], [], []
     for r, p in zip(rows, pred):
         box = (int(r["x0"]), int(r["y0"]), int(r["crop_w"]), int(r["crop_h"]), bool(int(r["flipped"])))
         pred_px.append(to_pixels(p, *box))
         base_px.append(to_pixels(mean_shape, *box))
-        gt_px.append(recs[r["image"]].landmarks[idx_of[r["side"]]])
+        gt_px.append(recs[r["image"]].landmarks[ds.side_indices(r["side"])])
         spacing.append(float(r["spacing_mm"]))
     gt_px, pred_px = np.array(gt_px), np.array(pred_px)
     err_mm = radial_errors_mm(pred_px, gt_px, spacing)
@@ -126,15 +126,15 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
             lines.append([r["index"], r["image"], r["side"], k + 1, name, *np.round(gt_px[i, k], 3),
                           *np.round(pred_px[i, k], 3), round(err_mm[i, k] / spacing[i], 4),
                           round(err_mm[i, k], 4)])
-    _write_atomic(out / "predictions.csv", "\n".join(",".join(map(str, line)) for line in lines) + "\n")
+    write_atomic(out / "predictions.csv", "\n".join(",".join(map(str, line)) for line in lines) + "\n")
     training = json.loads((run / "training.json").read_text()) if (run / "training.json").exists() else {}
     summary = {"checkpoint": str(weights), "split": split, "dataset": prep.meta["dataset"],
                "synthetic": ds.synthetic, **stats, "training": training,
                "out": str(out)}
     title = cfg["name"] + (" (SYNTHETIC phantom)" if summary["synthetic"] else "")
     summary["table_md"] = markdown_table(stats, title)
-    _write_atomic(out / "results.md", summary["table_md"])
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    write_atomic(out / "results.md", summary["table_md"])
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     from .figures import plot_detections, plot_error_cdf
     plot_detections({cfg["name"]: out / "predictions.csv"}, ds.root, out / "detections.png")
     plot_error_cdf({cfg["name"]: err_mm.reshape(-1)}, out / "error_cdf.png")

@@ -130,7 +130,7 @@ def _make_samples(ds, loaded, size):
                 crop = crop[:, ::-1]
             interp = cv2.INTER_AREA if cw > size else cv2.INTER_LINEAR
             data.append(cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=interp))
-            idx = {"left": ds.left, "right": ds.right}.get(side, list(range(len(ds.landmark_names))))
+            idx = ds.side_indices(side)
             if rec.annotated:
                 labels.append(to_normalised(rec.landmarks[idx], x0, 0, cw, h, flipped).reshape(-1))
             else:
@@ -192,7 +192,7 @@ def prepare(cfg, progress=lambda xs: xs, log=print):
             w.writeheader()
             w.writerows(rows)
         meta = {"dataset": ds.name, "synthetic": ds.synthetic, "dataset_root": str(ds.root), "layout": ds.layout,
-                "landmark_names": [ds.landmark_names[i] for i in (ds.left or range(len(ds.landmark_names)))],
+                "landmark_names": [ds.landmark_names[i] for i in ds.side_indices("left" if ds.layout == "bilateral" else "whole")],
                 "num_landmarks": ds.sample_landmarks, "input_size": size, "mean_bgr": bgr.tolist(),
                 "counts": counts, "images": len(loaded), "skipped": skipped, "key": key}
         (tmp / "prepared.json").write_text(json.dumps(meta, indent=1))

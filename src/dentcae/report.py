@@ -10,7 +10,6 @@ reused, an interrupted one resumed. Outputs: results/<table>.md/.csv/.json and f
 """
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import yaml
 from scipy.stats import wilcoxon
 
 from .config import ConfigError, load_config, merge, parse_set
-from .evaluate import evaluate_checkpoint, read_prediction_errors
+from .evaluate import evaluate_checkpoint, read_prediction_errors, write_atomic
 from .train import run_dir, train
 
 TABLE_KEYS = {"name", "title", "results_dir", "repeats", "repeat_over", "pretrain", "set", "arms",
@@ -137,9 +136,7 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print)
     stem = out / table["name"]
     for suffix, text in ((".json", json.dumps(result, indent=1)), (".md", result.pop("markdown_text")),
                          (".csv", _csv(result))):
-        tmp = Path(str(stem) + suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, str(stem) + suffix)
+        write_atomic(str(stem) + suffix, text)
     plot_learning_curves({k: v[0] for k, v in runs.items()}, f"{stem}_learning_curves.png",
                          f"{table['name']}: fine-tuning (repeat 0)")
     plot_detections({k: v[0] / "predictions.csv" for k, v in runs.items()}, dataset_root,
