@@ -12,12 +12,13 @@ GPU        ?=
 GPU_FLAG   := $(if $(GPU),--gpu $(GPU),)
 TRAIN_FLAGS ?=
 
-.PHONY: help setup venv caffe doctor test data prepare prototxt pretrain finetune evaluate demo \
+.PHONY: help setup venv caffe doctor test test-fast data prepare prototxt pretrain finetune evaluate demo \
         bench table1 table2 clean
 
 help:
 	@echo "make demo      synthetic phantom -> prepare -> pretrain -> finetune -> evaluate (CPU, <20 min)"
-	@echo "make test      the test suite (builds Caffe on first use, cached)"
+	@echo "make test      the whole test suite (builds Caffe on first use, cached; trains narrow nets)"
+	@echo "make test-fast pure and data tests only: no Caffe build, no training (< 1 min)"
 	@echo "make setup     Debian packages + .venv + cached CPU Caffe build, then 'dentcae doctor'"
 	@echo "make data      write the default synthetic phantom to data/phantom"
 	@echo "make pretrain  CAE pre-training with PRETRAIN_CONFIG=$(PRETRAIN_CONFIG)"
@@ -47,6 +48,9 @@ doctor: caffe
 test: caffe
 	$(VENV)/bin/pytest -q
 
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not slow"
+
 PHANTOM    := data/phantom/dataset.yaml
 
 $(PHANTOM): $(STAMP)
@@ -67,7 +71,7 @@ finetune: data
 	$(DENTCAE) finetune --config $(CONFIG) $(GPU_FLAG) $(TRAIN_FLAGS)
 
 evaluate: caffe
-	$(PY) scripts/evaluate.py runs/phantom_cae_finetune --config $(CONFIG)
+	$(PY) scripts/evaluate.py --config $(CONFIG)
 
 demo: setup
 	$(PY) scripts/demo.py $(GPU_FLAG)

@@ -4,7 +4,8 @@
     python scripts/build_caffe.py --venv .venv
 
 Debian 12 has no caffe package and PyPI no pycaffe wheel, so we build BVLC Caffe from the one
-sdist PyPI carries, with the source changes listed in shared/notes/caffe-on-bookworm.md.
+sdist PyPI carries, with the source changes that `patch_source` lists (found by building it on
+Debian 12: protobuf 3.21, boost 1.74, gcc 12, Python 3.11).
 The relocatable install tree is cached under $DENTCAE_CACHE (default ~/.cache/dentcae) in a folder
 named by a hash of everything the build depends on; a build that fails leaves no entry behind.
 Finally the venv gets a `.pth` file pointing at the cache entry and a `bin/caffe` link.
@@ -132,6 +133,12 @@ POOL_BACKWARD = "            bottom_diff[bottom_index] += top_diff[index];\n"
 
 
 def patch_source(src, boost_python):
+    """The source changes this build needs:
+    1. max-pooling backward skips windows with no maximum (NaN inputs; see below);
+    2. net.cpp drops an include of gtest's test_caffe_main.hpp (gtest is not shipped, nothing uses it);
+    3. python/CMakeLists.txt is replaced (PYTHON_CMAKELISTS): caffe's sources compile once and link
+       into both the python module and the `caffe` tool, against Debian's per-interpreter boost_python;
+    4. python/caffe/io.py imports skimage's resize and says as_gray= (modern scikit-image)."""
     # Max pooling over a window of NaNs finds no maximum and leaves its index at -1; the CPU
     # backward pass then writes bottom_diff[-1], corrupting the heap. Skip such windows.
     pool = src / "src/caffe/layers/pooling_layer.cpp"

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """`make prototxt`: regenerate the committed prototxt/paper/ from the paper's configs.
 
-The CAE from configs/paper/cae_pretrain.yaml, the regressor from the fc6-tuned and fc6-frozen arms,
-and the plain AlexNet classifier (for weight-transfer checks). tests/test_nets.py checks that the
+The CAE from configs/paper/cae_pretrain.yaml, the regressor from the fc6-tuned and fc6-frozen arms
+(the paper's 4 landmarks per half: 8 outputs), and the plain AlexNet classifier (for weight-transfer
+checks). tests/test_nets.py checks that the
 committed files equal what the generators emit.
 """
 import sys
@@ -15,13 +16,14 @@ from dentcae.solver import write_config_prototxts
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["configs/paper/cae_pretrain.yaml", "configs/paper/landmarks_cae_fc6tuned.yaml",
            "configs/paper/landmarks_cae_fc6frozen.yaml"]
+PAPER_LANDMARKS = 4
 
 
 def generate(out):
     out = Path(out)
     written = []
     for config in CONFIGS:
-        written += write_config_prototxts(load_config(ROOT / config), out)
+        written += write_config_prototxts(load_config(ROOT / config), out, num_landmarks=PAPER_LANDMARKS)
     written.append(nets.write_net(nets.classifier(size=227, deploy=True), out / "alexnet_classifier_deploy.prototxt"))
     return written
 

@@ -1,4 +1,8 @@
-"""Shared fixtures: real pycaffe, a tiny synthetic phantom, and tiny configs that train in seconds."""
+"""Shared fixtures: real pycaffe, a tiny synthetic phantom, and tiny configs that train in seconds.
+
+Two tiers: `make test-fast` runs `pytest -m "not slow"` (pure and data tests, no nets); `make test`
+runs everything. A test that builds or trains a Caffe net is marked `slow`.
+"""
 import os
 import shutil
 import subprocess
@@ -6,9 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from dentcae.config import load_config, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: builds or trains Caffe nets (make test only, not test-fast)")
 
 
 @pytest.fixture(scope="session")
@@ -26,19 +37,27 @@ def phantom(tmp_path_factory):
     return write_phantom(tmp_path_factory.mktemp("data") / "phantom", images=12, annotated=8, seed=3)
 
 
+TEST_FC_WIDTH = 64     # narrow fc6/fc7 (AlexNet: 4096): same layer names and code paths, 1/60 the weights
+
+
 def tiny_config(tmp, root, stage="finetune", **over):
-    """A resolved config that trains full-size AlexNet nets for a few iterations at batch 2."""
-    from dentcae.config import load_config, merge
+    """Write a config that trains narrow AlexNet nets for a few iterations at batch 2; returns its
+    path, tmp/<name>.yaml (name: tiny_<stage> unless given)."""
     base = {"name": f"tiny_{stage}", "stage": stage, "runs_dir": str(tmp / "runs"),
             "dataset": {"root": str(root), "synth": None},
             "prepare": {"cache_dir": str(tmp / "cache"), "cae_holdout": 0.15, "regressor_holdout": 0.25},
-            "model": {"init": "scratch"},
+            "model": {"init": "scratch", "fc_width": TEST_FC_WIDTH},
             "solver": {"type": "Adam", "base_lr": 1e-4, "lr_policy": "fixed", "max_iter": 4,
                        "batch_size": 2, "test_batch_size": 4, "test_interval": 2, "snapshot": 2}}
-    cfg_path = tmp / f"{stage}.yaml"
-    import yaml
-    cfg_path.write_text(yaml.safe_dump(merge(base, over)))
-    return load_config(cfg_path)
+    cfg = merge(base, over)
+    path = tmp / f"{cfg['name']}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def tiny(tmp, root, stage="finetune", **over):
+    """The resolved config of tiny_config(...)."""
+    return load_config(tiny_config(tmp, root, stage, **over))
 
 
 def run_cli(*args, env=None, check=False):

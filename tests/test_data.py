@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import run_cli, tiny_config
+from conftest import run_cli, tiny
 from dentcae.data import DataError, load_dataset
 from dentcae.phantom import write_phantom
-from dentcae.prepare import SPLITS, grouped_split, prepare, to_normalised, to_pixels
+from dentcae.prepare import SPLITS, prepare, to_normalised, to_pixels
+from dentcae.splits import grouped_split
 
 
 def _files(root):
@@ -66,7 +67,7 @@ def test_mirrored_half_pixels_and_labels_agree(phantom, tmp_path):
             r[1 + 2 * ds.right[0]], r[2 + 2 * ds.right[0]] = str(x), str(y)
     with (root / "landmarks.csv").open("w", newline="") as fh:
         csv.writer(fh).writerows(rows)
-    cfg = tiny_config(tmp_path, root)
+    cfg = tiny(tmp_path, root)
     prep = prepare(cfg)
     sample = next(s for s in prep.samples() if s["image"] == rec.name and s["side"] == "right")
     split = next(s for s in SPLITS if int(sample[s]) and s.startswith("reg"))
@@ -89,7 +90,7 @@ def test_grouped_split_keeps_groups_together():
 
 
 def test_prepare_splits_shapes_and_ranges(phantom, tmp_path):
-    prep = prepare(tiny_config(tmp_path, phantom))
+    prep = prepare(tiny(tmp_path, phantom))
     rows = prep.samples()
     assert len(rows) == 24
     by_image = {}
@@ -111,7 +112,7 @@ def test_prepare_splits_shapes_and_ranges(phantom, tmp_path):
 
 
 def test_prepare_is_cached(phantom, tmp_path):
-    cfg = tiny_config(tmp_path, phantom)
+    cfg = tiny(tmp_path, phantom)
     first = prepare(cfg)
     stamp = first.h5("cae_train").stat().st_mtime_ns
     assert prepare(cfg).h5("cae_train").stat().st_mtime_ns == stamp
@@ -120,11 +121,16 @@ def test_prepare_is_cached(phantom, tmp_path):
 
 
 def test_kfold_option(phantom, tmp_path):
-    tests = []
+    tests, annotated = [], set()
     for fold in range(3):
-        cfg = tiny_config(tmp_path, phantom, prepare={"folds": 3, "fold": fold})
-        tests.append({r["image"] for r in prepare(cfg).samples() if int(r["reg_test"])})
-    assert not (tests[0] & tests[1]) and not (tests[1] & tests[2])
+        samples = prepare(tiny(tmp_path, phantom, prepare={"folds": 3, "fold": fold})).samples()
+        tests.append({r["image"] for r in samples if int(r["reg_test"])})
+        annotated |= {r["image"] for r in samples if int(r["annotated"])}
+    for a in range(3):
+        assert tests[a], f"fold {a} tests nothing"
+        for b in range(a + 1, 3):
+            assert not (tests[a] & tests[b]), (a, b)      # every pair of folds, 0 and 2 included
+    assert set().union(*tests) == annotated                # together the folds test every image
 
 
 # ---- bad input: each stops naming the file and row or key, and leaves nothing behind ----
@@ -184,7 +190,7 @@ BAD = {
 def test_bad_input_is_named_and_leaves_no_output(case, phantom, tmp_path):
     edit, message = BAD[case]
     root = _broken(phantom, tmp_path, edit)
-    cfg = tiny_config(tmp_path, root)
+    cfg = tiny(tmp_path, root)
     with pytest.raises(DataError, match=message):
         prepare(cfg)
     cache = Path(cfg["prepare"]["cache_dir"])
@@ -202,7 +208,7 @@ def test_bad_input_through_the_cli(phantom, tmp_path):
 
 def test_skip_bad_reports_what_was_skipped(phantom, tmp_path):
     root = _broken(phantom, tmp_path, _truncate)
-    cfg = tiny_config(tmp_path, root, dataset={"skip_bad": True})
+    cfg = tiny(tmp_path, root, dataset={"skip_bad": True})
     prep = prepare(cfg, log=lambda m: None)
     assert [s["image"] for s in prep.meta["skipped"]] == [_annotated(root)]
     assert "truncated PNG" in prep.meta["skipped"][0]["error"]

@@ -1,16 +1,20 @@
 """Issue 6: radial-error metrics, evaluation of a checkpoint, the paper's tables and figures."""
 import csv
 import json
+import subprocess
+import sys
 
+import h5py
 import numpy as np
 import pytest
 import yaml
+from scipy.stats import wilcoxon
 
-from conftest import run_cli, tiny_config
-from dentcae.config import ConfigError
-from dentcae.evaluate import evaluate_checkpoint, radial_errors_mm, read_prediction_errors, summarize
-from dentcae.prepare import to_normalised, to_pixels
-from dentcae.report import load_table, run_table
+from conftest import ROOT, run_cli, tiny, tiny_config
+from dentcae.config import ConfigError, load_config
+from dentcae.metrics import radial_errors_mm, read_prediction_errors, summarize
+from dentcae.prepare import prepare, to_normalised, to_pixels
+from dentcae.report import _tabulate, load_table, run_table
 from dentcae.train import run_dir, train
 
 
@@ -46,11 +50,28 @@ def _recompute(pred_csv):
     return read_prediction_errors(pred_csv)[0]
 
 
+def _baseline_mm(cfg, pred_csv):
+    """The mean-shape baseline recomputed by hand: mean training label, mapped into each test sample."""
+    prep = prepare(cfg)
+    with h5py.File(prep.h5("reg_train"), "r") as f:
+        mean = f["label"][...].mean(0).reshape(-1, 2)
+    samples = {s["index"]: s for s in prep.samples()}
+    errs = []
+    for r in csv.DictReader(open(pred_csv)):
+        s = samples[r["sample"]]
+        box = (int(s["x0"]), int(s["y0"]), int(s["crop_w"]), int(s["crop_h"]), bool(int(s["flipped"])))
+        x, y = to_pixels(mean, *box)[int(r["landmark"]) - 1]
+        errs.append(np.hypot(x - float(r["gt_x"]), y - float(r["gt_y"])) * float(s["spacing_mm"]))
+    return float(np.mean(errs))
+
+
+@pytest.mark.slow
 def test_evaluate_writes_consistent_files(phantom, clean_tmp):
-    cfg = tiny_config(clean_tmp, phantom)
+    path = tiny_config(clean_tmp, phantom)
+    cfg = load_config(path)
     train(cfg, log=lambda m: None)
     run = run_dir(cfg)
-    code, out = run_cli("evaluate", str(run / "final.caffemodel"), "--config", str(clean_tmp / "finetune.yaml"),
+    code, out = run_cli("evaluate", str(run / "final.caffemodel"), "--config", str(path),
                         "--out", str(clean_tmp / "eval"))
     assert code == 0, out
     ev = clean_tmp / "eval"
@@ -64,28 +85,29 @@ def test_evaluate_writes_consistent_files(phantom, clean_tmp):
         assert lm["std_mm"] == pytest.approx(e[:, i].std(ddof=1), abs=1e-3)
         assert f"{lm['mean_mm']:.4f} ± {lm['std_mm']:.4f}" in (ev / "results.md").read_text()
     assert summary["mre_mm"] == pytest.approx(e.mean(), abs=1e-3)
-    assert summary["baseline_mean_shape_mre_mm"] > 0
+    assert summary["baseline_mean_shape_mre_mm"] == pytest.approx(_baseline_mm(cfg, ev / "predictions.csv"), abs=1e-3)
+    code, out = run_cli("evaluate", "--config", str(path))     # no checkpoint: the config's own run
+    assert code == 0, out
+    assert json.loads((run / "summary.json").read_text())["mre_mm"] == pytest.approx(summary["mre_mm"])
 
 
 def _tiny_table(tmp, phantom, repeats=1):
     pre = tiny_config(tmp, phantom, stage="pretrain", name="cae")
     arms = {}
     for key, init in (("imagenet_fc6tuned", "imagenet"), ("cae_fc6frozen", "cae")):
-        cfg = tiny_config(tmp, phantom, name=key, model={"init": init, "freeze": ["fc6"] if init == "cae" else [],
-                                                         "imagenet_weights": str(tmp / "absent.caffemodel")})
-        (tmp / f"{key}.yaml").write_text((tmp / "finetune.yaml").read_text())
-        arms[key] = cfg
-    (tmp / "cae.yaml").write_text((tmp / "pretrain.yaml").read_text())
+        arms[key] = tiny_config(tmp, phantom, name=key, model={
+            "init": init, "freeze": ["fc6"] if init == "cae" else [], "imagenet_weights": str(tmp / "absent.caffemodel")})
     table = {"name": "tiny", "title": "tiny table", "results_dir": str(tmp / "results"), "repeats": repeats,
-             "pretrain": str(tmp / "cae.yaml"), "set": {"solver.max_iter": 3},
-             "arms": [{"key": k, "label": k.replace("_", " "), "config": str(tmp / f"{k}.yaml"),
-                       "paper": {"mean": [6.6, 8.0, 7.6, 6.9], "std": [2.9, 5.4, 4.6, 3.5]}} for k in arms],
+             "pretrain": str(pre), "set": {"solver.max_iter": 3},
+             "arms": [{"key": k, "label": k.replace("_", " "), "config": str(path),
+                       "paper": {"mean": [6.6, 8.0, 7.6, 6.9], "std": [2.9, 5.4, 4.6, 3.5]}} for k, path in arms.items()],
              "comparisons": [["imagenet_fc6tuned", "cae_fc6frozen"]]}
     path = tmp / "table.yaml"
     path.write_text(yaml.safe_dump(table, sort_keys=False))
     return path
 
 
+@pytest.mark.slow
 def test_table_runs_arms_and_matches_predictions(phantom, clean_tmp):
     path = _tiny_table(clean_tmp, phantom)
     logs = []
@@ -102,7 +124,14 @@ def test_table_runs_arms_and_matches_predictions(phantom, clean_tmp):
         np.testing.assert_allclose(row["ours_mean_mm"], e.mean(0), atol=1e-3)
         assert f"{e[:, 0].mean():.4f} ± {e[:, 0].std(ddof=1):.4f}" in md
     comp = data["comparisons"][0]
-    assert 0 <= comp["wilcoxon_p"] <= 1 and comp["n_pairs"] == data["rows"][0]["n_samples"]
+    ea, eb = (read_prediction_errors(runs / f"{k}_r0" / "predictions.csv")[0].mean(1)
+              for k in ("imagenet_fc6tuned", "cae_fc6frozen"))
+    assert comp["wilcoxon_p"] == pytest.approx(wilcoxon(ea, eb).pvalue)
+    assert comp["n_pairs"] == data["rows"][0]["n_samples"] == len(ea)
+    assert data["baseline_mean_shape_mre_mm"] == pytest.approx(
+        _baseline_mm(load_config(runs / "cae_fc6frozen_r0/config.yaml"), runs / "cae_fc6frozen_r0/predictions.csv"),
+        abs=1e-3)
+    assert "markdown_text" not in data and data["markdown"].endswith("tiny.md")
     for fig in ("learning_curves", "detections", "error_cdf", "cae_reconstructions", "cae_learning_curves"):
         assert (results / f"tiny_{fig}.png").exists(), fig
     assert (results / "tiny.csv").read_text().startswith("arm,source,l1_mean_mm")
@@ -115,6 +144,11 @@ def test_table_runs_arms_and_matches_predictions(phantom, clean_tmp):
 
 def test_table_config_is_validated(tmp_path):
     bad = tmp_path / "t.yaml"
+    for text, message in (("", "the table config file is empty"), ("name: [unclosed", "not valid YAML"),
+                          ("- a\n- b\n", "must be a mapping"), ("name: t\n", "needs 'arms'")):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_table(bad)
     bad.write_text(yaml.safe_dump({"name": "t", "arms": [{"key": "a", "config": "x.yaml", "papr": {}}]}))
     with pytest.raises(ConfigError, match=r"arms\[0\]: unknown key 'papr'"):
         load_table(bad)
@@ -124,8 +158,6 @@ def test_table_config_is_validated(tmp_path):
 
 
 def test_repeats_report_spread_across_repeats_and_a_paired_test():
-    from scipy.stats import wilcoxon
-    from dentcae.report import _tabulate
     rng = np.random.default_rng(0)
     a = [rng.uniform(2, 6, (10, 4)) for _ in range(3)]            # 3 repeats x 10 samples x 4 landmarks
     b = [x - 1.0 + rng.normal(0, 0.1, x.shape) for x in a]        # arm b: about 1 mm better, paired
@@ -143,3 +175,21 @@ def test_repeats_report_spread_across_repeats_and_a_paired_test():
     assert comp["wilcoxon_p"] == pytest.approx(expected) and comp["wilcoxon_p"] < 1e-3
     assert comp["ours_relative_change"] == pytest.approx((np.concatenate(b).mean() - np.concatenate(a).mean())
                                                          / np.concatenate(a).mean())
+
+
+def test_comparing_arms_evaluated_on_different_samples_is_refused():
+    rng = np.random.default_rng(1)
+    errors = {"a": [rng.uniform(2, 6, (5, 4))], "b": [rng.uniform(2, 6, (5, 4))]}
+    table = {"name": "t", "repeats": 1, "repeat_over": "seed", "comparisons": [["a", "b"]]}
+    arms = {"a": {"key": "a", "label": "A"}, "b": {"key": "b", "label": "B"}}
+    same = _tabulate(table, arms, errors, ["1", "2", "3", "4"], [], True, {"a": [[0, 1, 2, 3, 4]], "b": [[0, 1, 2, 3, 4]]})
+    assert same["comparisons"][0]["n_pairs"] == 5
+    with pytest.raises(ValueError, match="cannot compare arms 'a' and 'b': .*different samples"):
+        _tabulate(table, arms, errors, ["1", "2", "3", "4"], [], True, {"a": [[0, 1, 2, 3, 4]], "b": [[0, 1, 2, 3, 5]]})
+
+
+def test_figures_import_no_caffe_and_no_evaluation_code():
+    code = ("import sys, dentcae.figures; bad = [m for m in sys.modules if m.split('.')[0] == 'caffe' or "
+            "m in ('dentcae.evaluate', 'dentcae.infer', 'dentcae.backend', 'dentcae.metrics', 'h5py')]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == "[]"

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
 
 
 def _small_net(caffe, source, deploy=False):
@@ -103,13 +106,20 @@ def test_second_build_finds_the_cache():
 
 
 def test_failed_build_leaves_no_cache_entry(tmp_path):
-    """A compiler that fails mid-build: the cache gets no caffe-* entry and no partial folder."""
+    """A build that fails while installing into its staging folder: the staging folder is removed,
+    and the cache gets no caffe-* entry and no partial folder."""
     cache = Path(os.environ.get("DENTCAE_CACHE", Path.home() / ".cache/dentcae"))
     (tmp_path / "cache/downloads").mkdir(parents=True)
     shutil.copy(cache / "downloads/brocolli-caffe-9.0.2.tar.gz", tmp_path / "cache/downloads/")
     bad_bin = tmp_path / "bin"
     bad_bin.mkdir()
-    (bad_bin / "cmake").write_text("#!/bin/sh\necho 'cmake: simulated failure' >&2\nexit 1\n")
+    # configure and build "succeed"; install writes part of the tree into the staging prefix, then fails
+    (bad_bin / "cmake").write_text(
+        "#!/bin/sh\ncase \"$*\" in *--install*)\n"
+        "  prefix=$(echo \"$*\" | sed 's/.*--prefix //')\n"
+        "  mkdir -p \"$prefix/python/caffe\" && touch \"$prefix/python/caffe/half.py\"\n"
+        f"  echo \"$prefix\" > {tmp_path}/staging-was\n"
+        "  echo 'cmake: simulated install failure' >&2; exit 1;;\nesac\nexit 0\n")
     (bad_bin / "cmake").chmod(0o755)
     venv = tmp_path / "venv"
     venv.mkdir()
@@ -118,5 +128,8 @@ def test_failed_build_leaves_no_cache_entry(tmp_path):
     env = {**os.environ, "DENTCAE_CACHE": str(tmp_path / "cache"), "PATH": f"{bad_bin}:{os.environ['PATH']}"}
     p = subprocess.run([sys.executable, "scripts/build_caffe.py", "--venv", str(venv)], cwd=ROOT,
                        capture_output=True, text=True, env=env)
-    assert p.returncode != 0
+    assert p.returncode != 0 and "simulated install failure" in p.stderr
+    staging = Path((tmp_path / "staging-was").read_text().strip())
+    assert staging.parent == tmp_path / "cache" and ".partial-" in staging.name
+    assert not staging.exists()                      # the clean-up really ran
     assert sorted(x.name for x in (tmp_path / "cache").iterdir()) == ["downloads"]

@@ -4,12 +4,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, TEST_FC_WIDTH, run_cli, tiny, tiny_config
 from dentcae import nets
+from dentcae.config import load_config
 from dentcae.prepare import prepare
 from dentcae.solver import solver_param, write_solver
 from dentcae.transfer import TransferError, copy_layers
+
+pytestmark = pytest.mark.slow
 
 BVLC_PARAMS = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
                "conv4": (384, 192, 3, 3), "conv5": (256, 192, 3, 3), "fc6": (4096, 9216),
@@ -59,26 +63,28 @@ def test_regressor_and_classifier_match_bvlc_alexnet(caffe, tmp_path):
 
 
 def test_train_variants_have_both_phases(caffe, phantom, tmp_path):
-    prep = prepare(tiny_config(tmp_path, phantom))
-    spec = nets.regressor(8, train=(prep.source("reg_train"), prep.source("reg_test")), batch=2, test_batch=4)
+    prep = prepare(tiny(tmp_path, phantom))
+    spec = nets.regressor(8, train=(prep.source("reg_train"), prep.source("reg_test")), batch=2, test_batch=4,
+                          width=TEST_FC_WIDTH)
     path = nets.write_net(spec, tmp_path / "reg_train.prototxt")
     train, test = caffe.Net(str(path), caffe.TRAIN), caffe.Net(str(path), caffe.TEST)
     assert train.blobs["data"].data.shape[0] == 2 and test.blobs["data"].data.shape[0] == 4
     assert train.blobs["label"].data.shape == (2, 8)
-    cae = nets.write_net(nets.cae(train=(prep.source("cae_train"), prep.source("cae_test")), batch=2),
-                         tmp_path / "cae_train.prototxt")
+    cae = nets.write_net(nets.cae(train=(prep.source("cae_train"), prep.source("cae_test")), batch=2,
+                                  width=TEST_FC_WIDTH), tmp_path / "cae_train.prototxt")
     assert caffe.Net(str(cae), caffe.TRAIN).blobs["loss"].data.shape == ()
 
 
 def test_imagenet_style_weights_copy_by_name(caffe, tmp_path):
-    cls = _net(caffe, tmp_path, nets.classifier(size=227, deploy=True))
+    w = TEST_FC_WIDTH       # narrow fc6/fc7 throughout: the copy goes by name and checks every shape
+    cls = _net(caffe, tmp_path, nets.classifier(size=227, deploy=True, width=w))
     rng = np.random.default_rng(0)
     for blobs in cls.params.values():
         for b in blobs:
             b.data[...] = rng.standard_normal(b.data.shape).astype(np.float32)
     cls.save(str(tmp_path / "alexnet.caffemodel"))
     layers = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
-    for target in (nets.regressor(8, size=227, deploy=True), nets.cae(size=227, deploy=True)):
+    for target in (nets.regressor(8, size=227, deploy=True, width=w), nets.cae(size=227, deploy=True, width=w)):
         net = _net(caffe, tmp_path, target)
         own = {k: [b.data.copy() for b in v] for k, v in net.params.items()}
         report = copy_layers(net, tmp_path / "alexnet.caffemodel", layers)
@@ -93,13 +99,16 @@ def test_imagenet_style_weights_copy_by_name(caffe, tmp_path):
 
 
 def test_transfer_errors_name_the_layer(caffe, tmp_path):
-    reg8 = _net(caffe, tmp_path, nets.regressor(8, size=227, deploy=True))
+    w = TEST_FC_WIDTH
+    reg8 = _net(caffe, tmp_path, nets.regressor(8, size=227, deploy=True, width=w))
     reg8.save(str(tmp_path / "reg8.caffemodel"))
-    reg6 = _net(caffe, tmp_path, nets.regressor(6, size=227, deploy=True))
-    with pytest.raises(TransferError, match=r"layer 'fc8_landmarks' blob 0: shape \[8, 4096\] .* != \[6, 4096\]"):
+    reg6 = _net(caffe, tmp_path, nets.regressor(6, size=227, deploy=True, width=w))
+    with pytest.raises(TransferError, match=rf"layer 'fc8_landmarks' blob 0: shape \[8, {w}\] .* != \[6, {w}\]"):
         copy_layers(reg6, tmp_path / "reg8.caffemodel", ["fc8_landmarks"])
+    with pytest.raises(TransferError, match=r"layer 'fc6' blob 0: shape \[64, 9216\] .* != \[4096, 9216\]"):
+        copy_layers(_net(caffe, tmp_path, nets.regressor(6, size=227, deploy=True)), tmp_path / "reg8.caffemodel", ["fc6"])
     with pytest.raises(TransferError, match=r"cannot copy layer 'dec_fc7': .* has no weights"):
-        copy_layers(_net(caffe, tmp_path, nets.cae(size=227, deploy=True)), tmp_path / "reg8.caffemodel", ["dec_fc7"])
+        copy_layers(_net(caffe, tmp_path, nets.cae(size=227, deploy=True, width=w)), tmp_path / "reg8.caffemodel", ["dec_fc7"])
     with pytest.raises(TransferError, match="weights file not found"):
         copy_layers(reg6, tmp_path / "nothing.caffemodel", ["conv1"])
 
@@ -111,10 +120,15 @@ def _solver(caffe, tmp_path, spec, cfg, name):
 
 
 def test_one_step_of_cae_and_regressor(caffe, phantom, tmp_path):
-    cfg = tiny_config(tmp_path, phantom)
+    cfg = tiny(tmp_path, phantom)
     prep = prepare(cfg)
-    cae = _solver(caffe, tmp_path, nets.cae(train=(prep.source("cae_train"), prep.source("cae_test")), batch=2), cfg, "cae")
-    reg = _solver(caffe, tmp_path, nets.regressor(8, train=(prep.source("reg_train"), prep.source("reg_test")), batch=2), cfg, "reg")
+    cae_cfg = {**cfg, "stage": "pretrain"}
+    cae = _solver(caffe, tmp_path, nets.for_config(cae_cfg, None, (prep.source("cae_train"), prep.source("cae_test")))[0],
+                  cfg, "cae")
+    reg = _solver(caffe, tmp_path, nets.for_config(cfg, 4, (prep.source("reg_train"), prep.source("reg_test")))[0],
+                  cfg, "reg")
+    assert cae.net.params["fc6"][0].data.shape == (TEST_FC_WIDTH, 9216)      # narrow test nets
+    assert reg.net.blobs["fc8_landmarks"].data.shape == (2, 8)
     for solver in (cae, reg):
         before = solver.net.params["conv1"][0].data.copy()
         solver.step(1)
@@ -123,13 +137,13 @@ def test_one_step_of_cae_and_regressor(caffe, phantom, tmp_path):
 
 
 def test_frozen_layers_stay_bit_identical(caffe, phantom, tmp_path):
-    cfg = tiny_config(tmp_path, phantom)
+    cfg = tiny(tmp_path, phantom)
     prep = prepare(cfg)
     for solver_type in ("SGD", "Adam"):
         cfg["solver"]["type"] = solver_type
         cfg["solver"]["base_lr"] = 1e-3 if solver_type == "SGD" else 1e-4
         spec = nets.regressor(8, train=(prep.source("reg_train"), prep.source("reg_test")), batch=2,
-                              freeze=["conv1", "fc6"])
+                              freeze=["conv1", "fc6"], width=TEST_FC_WIDTH)
         solver = _solver(caffe, tmp_path, spec, cfg, f"frozen_{solver_type}")
         before = {k: [b.data.copy() for b in v] for k, v in solver.net.params.items()}
         solver.step(3)
@@ -146,3 +160,26 @@ def test_committed_prototxts_equal_the_generators(tmp_path):
     assert fresh.keys() == committed.keys()
     for name in fresh:
         assert fresh[name] == committed[name], f"prototxt/paper/{name} is stale: run `make prototxt`"
+
+
+def test_for_config_dispatches_on_stage_and_reads_k_from_the_dataset(caffe, phantom, tmp_path):
+    """`dentcae prototxt` on a dataset with K != 4 landmarks per sample writes a 2K-output head."""
+    root = tmp_path / "whole"
+    root.mkdir()
+    for f in phantom.iterdir():
+        (root / f.name).symlink_to(f)
+    (root / "dataset.yaml").unlink()
+    meta = yaml.safe_load((phantom / "dataset.yaml").read_text())
+    meta.pop("sides")
+    meta["layout"] = "whole"                       # 8 landmarks per sample
+    (root / "dataset.yaml").write_text(yaml.safe_dump(meta))
+    code, out = run_cli("prototxt", "--config", str(tiny_config(tmp_path, root)), "--out", str(tmp_path / "p"))
+    assert code == 0, out
+    deploy = caffe.Net(str(tmp_path / "p/alexnet_landmarks_deploy.prototxt"), caffe.TEST)
+    assert deploy.blobs["fc8_landmarks"].data.shape == (1, 16)
+    cfg = load_config(tiny_config(tmp_path, root, stage="pretrain"))
+    train, deploy = nets.for_config(cfg, None, ("a.txt", "b.txt"))
+    assert train.name == deploy.name == "AlexNet_CAE"
+    w = TEST_FC_WIDTH
+    assert [(l.name, l.inner_product_param.num_output) for l in deploy.layer if l.type == "InnerProduct"] == \
+        [("fc6", w), ("fc7", w), ("fc8", 1000), ("dec_fc7", w), ("dec_fc6", w), ("dec_pool5", 9216)]

@@ -1,7 +1,6 @@
 """Issue 5: CAE pre-training, weight transfer and fine-tuning with real Caffe; resume; NaN stop."""
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli, tiny_config
+from conftest import ROOT, run_cli, tiny, tiny_config
 from dentcae.backend import CaffeUnavailable, set_device
 from dentcae.config import ConfigError, load_config
 from dentcae.train import TrainingError, run_dir, train
@@ -25,15 +24,16 @@ def _losses(run):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_pretrain_then_finetune_transfers_and_freezes(phantom, clean_tmp):
     quiet = lambda m: None  # noqa: E731
-    cae_cfg = tiny_config(clean_tmp, phantom, stage="pretrain")
+    cae_cfg = tiny(clean_tmp, phantom, stage="pretrain")
     cae = train(cae_cfg, log=quiet)
     cae_run = run_dir(cae_cfg)
     assert cae["iterations"] == 4 and (cae_run / "final.caffemodel").exists()
     assert (cae_run / "reconstructions.png").exists() and (cae_run / "learning_curves.png").exists()
-    ft_cfg = tiny_config(clean_tmp, phantom, model={"init": "cae", "cae_run": str(cae_run), "freeze": ["fc6"]},
-                         train={"save_init": True})
+    ft_cfg = tiny(clean_tmp, phantom, model={"init": "cae", "cae_run": str(cae_run), "freeze": ["fc6"]},
+                  train={"save_init": True})
     train(ft_cfg, log=quiet)
     run = run_dir(ft_cfg)
     source = read_caffemodel(cae_run / "final.caffemodel", set(COPIED))
@@ -67,15 +67,17 @@ def _wait_for_snapshot(run, it, proc, timeout=300):
     raise AssertionError("no snapshot appeared")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_run_resumes_to_the_same_end(phantom, clean_tmp, sig):
     solver = {"max_iter": 6, "snapshot": 2, "test_interval": 3}
-    whole = tiny_config(clean_tmp, phantom, name="whole", solver=solver)
+    whole = tiny(clean_tmp, phantom, name="whole", solver=solver)
     train(whole, log=lambda m: None)
-    cfg = tiny_config(clean_tmp, phantom, name="cut", solver=solver)
+    path = tiny_config(clean_tmp, phantom, name="cut", solver=solver)
+    cfg = load_config(path)
     run = run_dir(cfg)
     proc = subprocess.Popen([sys.executable, "-m", "dentcae.cli", "finetune", "--config",
-                             str(clean_tmp / "finetune.yaml")], cwd=ROOT, stdout=subprocess.PIPE,
+                             str(path)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     _wait_for_snapshot(run, 2, proc)
     proc.send_signal(sig)
@@ -94,14 +96,16 @@ def test_interrupted_run_resumes_to_the_same_end(phantom, clean_tmp, sig):
     assert [(r["iter"], r["phase"]) for r in a] == [(r["iter"], r["phase"]) for r in b]
 
 
+@pytest.mark.slow
 def test_nan_or_exploding_loss_stops_and_keeps_the_last_good_snapshot(phantom, clean_tmp):
-    cfg = tiny_config(clean_tmp, phantom, solver={"type": "SGD", "base_lr": 50.0, "max_iter": 30,
-                                                 "snapshot": 1, "test_interval": 100})
+    cfg = tiny(clean_tmp, phantom, solver={"type": "SGD", "base_lr": 50.0, "max_iter": 30,
+                                          "snapshot": 1, "test_interval": 100})
     with pytest.raises(TrainingError, match=r"at iteration (\d+) .*stopped. Last good snapshot") as err:
         train(cfg, log=lambda m: None)
     bad = int(err.value.args[0].split("at iteration ")[1].split()[0])
-    latest = json.loads((run_dir(cfg) / "snapshots/latest.json").read_text())
-    assert latest["iter"] == bad - 1 and os.path.exists(latest["caffemodel"])
+    snapshots = run_dir(cfg) / "snapshots"
+    latest = json.loads((snapshots / "latest.json").read_text())
+    assert latest["iter"] == bad - 1 and (snapshots / latest["caffemodel"]).exists()
     assert not (run_dir(cfg) / "final.caffemodel").exists()
 
 
@@ -122,21 +126,22 @@ def test_config_errors_name_the_key(phantom, tmp_path):
     assert code == 2 and "solver.max_iter" in out and "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_missing_imagenet_weights_says_where_to_get_them(phantom, clean_tmp):
-    cfg = tiny_config(clean_tmp, phantom, stage="pretrain",
-                      model={"init": "imagenet", "imagenet_weights": str(clean_tmp / "bvlc_alexnet.caffemodel")})
+    cfg = tiny(clean_tmp, phantom, stage="pretrain",
+               model={"init": "imagenet", "imagenet_weights": str(clean_tmp / "bvlc_alexnet.caffemodel")})
     with pytest.raises(TrainingError, match=r"ImageNet weights not found .*sha1 9116a64c.*init: scratch"):
         train(cfg, log=lambda m: None)
     assert not run_dir(cfg).exists()          # it stopped before any work
-    cfg = tiny_config(clean_tmp, phantom, model={"init": "cae", "cae_run": str(clean_tmp / "no_cae")})
+    cfg = tiny(clean_tmp, phantom, model={"init": "cae", "cae_run": str(clean_tmp / "no_cae")})
     with pytest.raises(TrainingError, match=r"CAE checkpoint .*no_cae/final.caffemodel not found: run the pre-training"):
         train(cfg, log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_gpu_flag_fails_clearly_on_a_cpu_build(phantom, tmp_path):
     with pytest.raises(CaffeUnavailable, match="CPU-only"):
         set_device(0)
-    tiny_config(tmp_path, phantom)
-    code, out = run_cli("finetune", "--config", str(tmp_path / "finetune.yaml"), "--gpu", "0")
+    code, out = run_cli("finetune", "--config", str(tiny_config(tmp_path, phantom)), "--gpu", "0")
     assert code == 2 and "CPU-only" in out
     assert not (tmp_path / "runs").exists()     # it failed before any work

@@ -2,11 +2,12 @@
 
     dentcae doctor                          check the Caffe build and the Python stack
     dentcae synth --out DIR                 write the synthetic phantom dataset
+    dentcae import isbi2015|labelme SRC --out DIR   convert public formats into a dataset folder
     dentcae prepare --config C              preprocess a dataset into cached HDF5 splits
     dentcae prototxt --config C --out DIR   write the nets and solvers a config trains
     dentcae pretrain --config C             CAE pre-training
     dentcae finetune --config C             landmark regressor fine-tuning
-    dentcae evaluate CHECKPOINT [--config C] radial errors in mm, predictions.csv, summary.json
+    dentcae evaluate [CHECKPOINT] [--config C] radial errors in mm, predictions.csv, summary.json
     dentcae table configs/paper/table2.yaml the paper's tables from configs, ours beside theirs
 """
 import argparse
@@ -60,6 +61,40 @@ def cmd_synth(args):
     return 0
 
 
+def cmd_import(args):
+    from .importers import import_isbi2015, import_labelme
+    if args.format == "isbi2015":
+        import_isbi2015(args.src, args.out, spacing=args.spacing, annotator=args.annotator,
+                        overwrite=args.overwrite)
+    else:
+        split = lambda text: [x.strip() for x in text.split(",") if x.strip()] if text else None  # noqa: E731
+        import_labelme(args.src, args.out, split(args.landmarks), args.spacing, names=split(args.names),
+                       skip_bad=args.skip_bad, overwrite=args.overwrite)
+    return 0
+
+
+def _add_import(sub):
+    p = sub.add_parser("import", help="convert ISBI 2015 or LabelMe annotations into a dataset folder")
+    fmt = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    isbi = fmt.add_parser("isbi2015", help="the ISBI 2015 cephalometric challenge layout "
+                                          "(RawImage/*/NNN.bmp|png, AnnotationsByMD/400_*/NNN.txt)")
+    isbi.add_argument("--spacing", type=float, default=0.1,
+                      help="mm per pixel of the images as given (default 0.1, the challenge's originals)")
+    isbi.add_argument("--annotator", choices=["senior", "junior", "mean"], default="senior",
+                      help="whose landmarks (mean: the average of the annotators present)")
+    lm = fmt.add_parser("labelme", help="LabelMe JSON files with point shapes")
+    lm.add_argument("--landmarks", required=True, metavar="NAME,NAME,...", help="point labels to keep, in order")
+    lm.add_argument("--names", default=None, metavar="NAME,NAME,...", help="rename them (same order)")
+    lm.add_argument("--spacing", type=float, required=True, help="mm per pixel")
+    lm.add_argument("--skip-bad", action="store_true",
+                    help="keep a file with a missing/duplicate label as an unannotated image (import.json says why)")
+    for q in (isbi, lm):
+        q.add_argument("src", help="the folder to read")
+        q.add_argument("--out", required=True, help="dataset folder to write (must be new or empty)")
+        q.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+        q.set_defaults(fn=cmd_import)
+
+
 def cmd_prepare(args):
     from tqdm import tqdm
     from .prepare import ensure_dataset, prepare
@@ -76,7 +111,8 @@ def cmd_prepare(args):
 
 def cmd_prototxt(args):
     from .solver import write_config_prototxts
-    for path in write_config_prototxts(load_config(args.config, args.set), Path(args.out)):
+    for path in write_config_prototxts(load_config(args.config, args.set), Path(args.out),
+                                       num_landmarks=args.num_landmarks):
         print(path)
     return 0
 
@@ -92,8 +128,12 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     from .evaluate import evaluate_checkpoint
+    from .train import run_dir
     cfg = load_config(args.config, args.set) if args.config else None
-    summary = evaluate_checkpoint(cfg, args.checkpoint, out=args.out, gpu=args.gpu)
+    if args.checkpoint is None and cfg is None:
+        raise ConfigError("give a CHECKPOINT (run folder or .caffemodel), or --config to score its run")
+    checkpoint = args.checkpoint if args.checkpoint is not None else run_dir(cfg)
+    summary = evaluate_checkpoint(cfg, checkpoint, out=args.out, gpu=args.gpu)
     print(summary["table_md"])
     print(f"wrote {summary['out']}/summary.json, predictions.csv, results.md")
     return 0
@@ -117,6 +157,7 @@ def build_parser():
     p.add_argument("--annotated", type=int, default=54, help="how many get landmarks (default 54)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_synth)
+    _add_import(sub)
     p = sub.add_parser("prepare", help="preprocess a dataset into cached HDF5 splits")
     _add_config(p)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and report them")
@@ -124,13 +165,17 @@ def build_parser():
     p = sub.add_parser("prototxt", help="write the nets and solver of a config")
     _add_config(p)
     p.add_argument("--out", required=True)
+    p.add_argument("--num-landmarks", type=int, default=None, metavar="K",
+                   help="landmarks per sample (default: model.num_landmarks, else the config's dataset)")
     p.set_defaults(fn=cmd_prototxt)
     for verb, text in (("pretrain", "CAE pre-training"), ("finetune", "landmark regressor fine-tuning")):
         p = sub.add_parser(verb, help=text)
         _add_train(p)
         p.set_defaults(fn=cmd_train)
     p = sub.add_parser("evaluate", help="radial errors (mm) of a checkpoint on the test split")
-    p.add_argument("checkpoint", help="a .caffemodel, or a finetune run folder (uses final.caffemodel)")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="a .caffemodel, or a finetune run folder (uses final.caffemodel); "
+                        "default: the run folder of --config")
     _add_config(p, required=False)
     p.add_argument("--out", default=None, help="output folder (default: the run folder)")
     p.add_argument("--gpu", type=int, default=None, metavar="N")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from .atomic import write_atomic
+
 
 class ConfigError(ValueError):
     pass
@@ -19,13 +21,16 @@ class ConfigError(ValueError):
 # None means "optional, any of the types in OPTIONAL_TYPES".
 SCHEMA = {
     "name": "run",
-    "stage": "finetune",                    # pretrain (CAE) | finetune (landmark regressor)
+    "stage": "finetune",                    # pretrain (model.pretext) | finetune (model.head)
     "runs_dir": "runs",                     # the run folder is runs_dir/name
     "seed": 0,
     "dataset": {
         "root": "data/phantom",             # a folder in the format of data/README.md
         "synth": None,                      # {images, annotated, seed}: make the phantom if missing
         "skip_bad": False,                  # per-image errors become a report instead of a stop
+        "landmarks": None,                  # [names]: train and evaluate on these landmarks only
+        "label_budget": None,               # N: keep the labels of only N training images (seeded,
+                                            # whole groups); the others pre-train, unlabelled
     },
     "prepare": {
         "input_size": 224,
@@ -39,11 +44,15 @@ SCHEMA = {
     },
     "model": {
         "init": "scratch",                  # scratch | imagenet | cae
+        "head": "regression",               # finetune: regression (the paper's fc8_landmarks)
+        "pretext": "cae",                   # pretrain: cae (the paper's auto-encoder)
         "imagenet_weights": "bvlc_alexnet.caffemodel",
         "cae_run": None,                    # pretrain run folder whose final weights are copied
         "copy_layers": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6"],
         "freeze": [],                       # layers whose lr_mult/decay_mult are 0
         "dropout": 0.5,                     # drop6/drop7 ratio (AlexNet and the paper: 0.5)
+        "fc_width": 4096,                   # fc6/fc7 and the CAE's dec_fc6/dec_fc7 (AlexNet: 4096;
+                                            # the tests use narrow nets, same names and code paths)
         "num_landmarks": None,              # None: from the dataset
     },
     "solver": {
@@ -74,6 +83,8 @@ SCHEMA = {
 OPTIONAL_TYPES = (str, int, float, dict, list)
 STAGES = ("pretrain", "finetune")
 INITS = ("scratch", "imagenet", "cae")
+HEADS = ("regression",)
+PRETEXTS = ("cae",)
 
 
 def _check(cfg, schema, where):
@@ -111,18 +122,29 @@ def merge(base, over):
     return out
 
 
+def read_yaml_mapping(path, what="config", allow_empty=True):
+    """A YAML file that must hold a mapping; every failure is a ConfigError naming the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file not found: {path}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None and allow_empty:
+        return {}
+    if data is None:
+        raise ConfigError(f"{path}: the {what} file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a {what} must be a mapping of keys")
+    return data
+
+
 def _read(path, seen=()):
     path = Path(path)
     if path.resolve() in seen:
         raise ConfigError(f"{path}: _base_ chain loops back to itself")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of keys")
+    data = read_yaml_mapping(path)
     base = data.pop("_base_", None)
     try:
         _check(data, SCHEMA, "")
@@ -164,8 +186,11 @@ def load_config(path, overrides=None):
 def validate_values(cfg):
     if cfg["stage"] not in STAGES:
         raise ConfigError(f"config key 'stage' must be one of {STAGES}, got {cfg['stage']!r}")
-    if cfg["model"]["init"] not in INITS:
-        raise ConfigError(f"config key 'model.init' must be one of {INITS}, got {cfg['model']['init']!r}")
+    for key, allowed in (("init", INITS), ("head", HEADS), ("pretext", PRETEXTS)):
+        if cfg["model"][key] not in allowed:
+            raise ConfigError(f"config key 'model.{key}' must be one of {allowed}, got {cfg['model'][key]!r}")
+    if cfg["model"]["fc_width"] < 1:
+        raise ConfigError("config key 'model.fc_width' must be at least 1")
     if cfg["prepare"]["mean"] not in ("imagenet", "dataset"):
         raise ConfigError("config key 'prepare.mean' must be imagenet or dataset")
     if cfg["solver"]["type"] not in ("SGD", "Adam"):
@@ -179,6 +204,11 @@ def validate_values(cfg):
     if synth is not None:
         if not isinstance(synth, dict) or set(synth) - {"images", "annotated", "seed"}:
             raise ConfigError("config key 'dataset.synth' must be a mapping of images, annotated, seed")
+    names, budget = cfg["dataset"]["landmarks"], cfg["dataset"]["label_budget"]
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise ConfigError("config key 'dataset.landmarks' must be a list of landmark names")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise ConfigError(f"config key 'dataset.label_budget' must be a whole number >= 1, got {budget!r}")
     if not 0 <= cfg["model"]["dropout"] < 1:
         raise ConfigError("config key 'model.dropout' must be in [0, 1)")
     for name in ("copy_layers", "freeze"):
@@ -188,4 +218,4 @@ def validate_values(cfg):
 
 
 def dump_config(cfg, path):
-    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_atomic(path, yaml.safe_dump(cfg, sort_keys=False))

@@ -1,14 +1,21 @@
 """Read and validate a dataset folder (format: data/README.md).
 
     ds = load_dataset("data/phantom")        # dataset.yaml + landmarks.csv, checked
+    ds = select_landmarks(ds, ["menton"])    # a subset of the landmarks, by name
     img = read_image(ds.images[0].path)      # float32 HxW grayscale in [0, 255]
+
+Images are every regular image file under the folder (recursively, hidden folders skipped), named
+by their path relative to it (`images/a/001.png`). landmarks.csv names them the same way; a name
+that is absolute or leaves the folder is an error naming its row, and is never opened.
 
 Every problem raises DataError naming the file, and the row or key, that is wrong.
 """
 import csv
+import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -23,14 +30,18 @@ class DataError(ValueError):
     pass
 
 
+SPLIT_PINS = ("train", "test")
+
+
 @dataclass
 class ImageRecord:
-    name: str                      # file name inside the dataset folder
+    name: str                      # path relative to the dataset folder, with / separators
     path: Path
     group: str                     # images of one group are never split apart
     spacing_mm: float              # mm per pixel
     landmarks: np.ndarray = None   # (K, 2) float64 x, y in pixels (NaN = not annotated); None = no row
     row: int = 0                   # 1-based CSV line, for error messages
+    split: str = ""                # "train" or "test" when landmarks.csv pins it, else ""
 
     @property
     def annotated(self):
@@ -117,7 +128,7 @@ def _number(text, what, where):
 
 
 def _read_csv(path, k, default_spacing):
-    """-> {image name: (landmarks (K,2), spacing, group, row)}"""
+    """-> {image name: (landmarks (K,2), spacing, group, row, split pin)}"""
     if not path.exists():
         raise DataError(f"{path}: missing (write a header 'image,x1,y1,...' even with no rows)")
     with path.open(newline="") as fh:
@@ -127,7 +138,7 @@ def _read_csv(path, k, default_spacing):
     header = [h.strip() for h in rows[0]]
     if not header or header[0] != "image":
         raise DataError(f"{path}: row 1: the first column must be 'image', got {header[:1]}")
-    coords = [h for h in header[1:] if h not in ("spacing_mm", "group")]
+    coords = [h for h in header[1:] if h not in ("spacing_mm", "group", "split")]
     expected = [f"{a}{i}" for i in range(1, k + 1) for a in "xy"]
     for col in coords:
         if col not in expected:
@@ -145,7 +156,7 @@ def _read_csv(path, k, default_spacing):
         if len(row) != len(header):
             raise DataError(f"{where}: has {len(row)} columns, the header has {len(header)}")
         cells = dict(zip(header, (c.strip() for c in row)))
-        name = cells["image"]
+        name = safe_name(cells["image"], where)
         if name in out:
             raise DataError(f"{where}: image '{name}' already has a row ({out[name][3]})")
         pts = np.full((k, 2), np.nan)
@@ -160,8 +171,34 @@ def _read_csv(path, k, default_spacing):
             spacing = _number(cells["spacing_mm"], "spacing_mm", where)
         if spacing is None or not spacing > 0:
             raise DataError(f"{where}: spacing_mm must be positive (mm per pixel), got {spacing!r}")
-        out[name] = (pts, spacing, cells.get("group") or "", n)
+        pin = cells.get("split", "")
+        if pin not in ("",) + SPLIT_PINS:
+            raise DataError(f"{where}: split must be train, test or empty, got {pin!r}")
+        out[name] = (pts, spacing, cells.get("group") or "", n, pin)
     return out
+
+
+def safe_name(name, where):
+    """An image name of landmarks.csv as a clean relative path inside the dataset folder."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not name or name.startswith(("/", "\\")) or (parts and ":" in parts[0]):
+        raise DataError(f"{where}: image '{name}' is an absolute path; name images relative to the "
+                        "dataset folder (e.g. images/001.png)")
+    if ".." in parts:
+        raise DataError(f"{where}: image '{name}' leaves the dataset folder ('..'); it is not opened")
+    return "/".join(p for p in parts if p != ".")
+
+
+def list_images(root):
+    """Relative names of the regular image files under `root`, hidden folders and files skipped."""
+    names = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for f in files:
+            p = Path(folder) / f
+            if not f.startswith(".") and p.suffix.lower() in IMAGE_EXTS and p.is_file():
+                names.append(p.relative_to(root).as_posix())
+    return sorted(names)
 
 
 def load_dataset(root):
@@ -173,22 +210,46 @@ def load_dataset(root):
     left, right = _sides(meta, root / "dataset.yaml")
     k = len(meta["landmarks"])
     rows = _read_csv(root / "landmarks.csv", k, meta.get("spacing_mm"))
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    names = {p.name for p in files}
-    for name, (_, _, _, n) in rows.items():
-        if name not in names:
+    names = list_images(root)
+    known = set(names)
+    for name, (_, _, _, n, _) in rows.items():
+        if name not in known:
             raise DataError(f"{root / 'landmarks.csv'}: row {n}: image '{name}' is not in {root}")
     images = []
-    for p in files:
-        pts, spacing, group, n = rows.get(p.name, (None, meta.get("spacing_mm"), "", 0))
+    for name in names:
+        pts, spacing, group, n, pin = rows.get(name, (None, meta.get("spacing_mm"), "", 0, ""))
         if spacing is None:
-            raise DataError(f"{root / 'landmarks.csv'}: image '{p.name}' has no row, so no spacing_mm; "
+            raise DataError(f"{root / 'landmarks.csv'}: image '{name}' has no row, so no spacing_mm; "
                             "give spacing_mm in dataset.yaml")
-        images.append(ImageRecord(p.name, p, group or p.stem, float(spacing), pts, n))
+        images.append(ImageRecord(name, root / name, group or name.rsplit(".", 1)[0], float(spacing), pts, n, pin))
     if not images:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTS)})")
     return Dataset(root, str(meta["name"]), [str(n) for n in meta["landmarks"]], meta["layout"],
                    left, right, images, bool(meta.get("synthetic", False)))
+
+
+def select_landmarks(ds, names):
+    """The dataset restricted to the landmarks `names` (None: all), in that order. For bilateral
+    data, name left-side landmarks: each brings its right-side partner along."""
+    if names is None:
+        return ds
+    pool = [ds.landmark_names[i] for i in ds.left] if ds.layout == "bilateral" else ds.landmark_names
+    for n in names:
+        if n not in pool:
+            raise DataError(f"dataset.landmarks: '{n}' is not a landmark of {ds.root / 'dataset.yaml'} "
+                            f"(known{' left-side' if ds.layout == 'bilateral' else ''}: {', '.join(pool)})")
+    if len(set(names)) != len(names) or not names:
+        raise DataError("dataset.landmarks must list distinct landmark names")
+    if ds.layout == "bilateral":
+        left = [ds.landmark_names.index(n) for n in names]
+        right = [ds.right[ds.left.index(i)] for i in left]
+        keep, new_left, new_right = left + right, list(range(len(left))), list(range(len(left), 2 * len(left)))
+    else:
+        keep, new_left, new_right = [ds.landmark_names.index(n) for n in names], [], []
+    images = [dataclasses.replace(r, landmarks=None if r.landmarks is None else r.landmarks[keep])
+              for r in ds.images]
+    return dataclasses.replace(ds, landmark_names=[ds.landmark_names[i] for i in keep], left=new_left,
+                               right=new_right, images=images)
 
 
 def read_image(path):

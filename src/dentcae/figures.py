@@ -1,57 +1,51 @@
-"""The paper's figures as matplotlib PNGs (written to a temporary name, then renamed).
+"""The paper's figures as matplotlib PNGs, drawn from arrays it is given (it runs no nets).
 
-    plot_learning_curves({"arm": "runs/arm"}, "curves.png")        # Fig. 7 / 9: train and validation
-    plot_reconstructions("runs/cae", prepared, "recon.png")          # Fig. 5 / 6: input vs CAE output
-    plot_detections({"arm": "runs/arm/predictions.csv"}, root, "det.png")   # Fig. 8
-    plot_error_cdf({"arm": errors_mm}, "cdf.png")                   # cumulative radial errors
+    plot_learning_curves({"arm": LossLog(run / "loss.csv").read()}, "curves.png")   # Fig. 7 / 9
+    plot_reconstructions(inputs, reconstructions, "recon.png")                       # Fig. 5 / 6
+    plot_detections([{"image": img, "title": ..., "gt": (M, 2), "preds": {"arm": (M, 2)},
+                      "errors_mm": {"arm": (M,)}}], "det.png")                       # Fig. 8
+    plot_error_cdf({"arm": errors_mm}, "cdf.png", thresholds=(2, 2.5, 3, 4))
+
+Every figure is written to a temporary name and renamed when complete.
 """
-import csv
-import os
-from pathlib import Path
-
-import h5py
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .atomic import atomic_path  # noqa: E402
+
 COLOURS = ["tab:red", "tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:cyan"]
 
 
 def _save(fig, path):
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
-def read_losses(run):
-    """{'train': (iters, losses), 'test': (...)} from a run's loss.csv."""
-    out = {"train": ([], []), "test": ([], [])}
-    with (Path(run) / "loss.csv").open(newline="") as fh:
-        for r in csv.DictReader(fh):
-            out[r["phase"]][0].append(int(r["iter"]))
-            out[r["phase"]][1].append(float(r["loss"]))
-    return out
+def _smooth(it, loss):
+    """Moving average of noisy per-batch losses (more than 20 points)."""
+    if len(loss) <= 20:
+        return it, loss
+    w = max(1, len(loss) // 50)
+    return it[w - 1:], np.convolve(loss, np.ones(w) / w, mode="valid")
 
 
-def plot_learning_curves(runs, path, title="Learning curves"):
+def plot_learning_curves(curves, path, title="Learning curves", ylabel="Euclidean loss"):
+    """curves: {label: {"train": (iters, losses), "test": (iters, losses)}}."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for (label, run), colour in zip(runs.items(), COLOURS * 3):
-        losses = read_losses(run)
+    for (label, phases), colour in zip(curves.items(), COLOURS * 3):
         for ax, phase in zip(axes, ("train", "test")):
-            it, loss = losses[phase]
-            if phase == "train" and len(loss) > 20:  # moving average: batches are noisy
-                w = max(1, len(loss) // 50)
-                loss = np.convolve(loss, np.ones(w) / w, mode="valid")
-                it = it[w - 1:]
+            it, loss = phases.get(phase, ([], []))
+            if phase == "train":
+                it, loss = _smooth(it, loss)
             ax.plot(it, loss, color=colour, label=label)
     for ax, name in zip(axes, ("(a) Train", "(b) Validation")):
         ax.set_xlabel("iteration")
-        ax.set_ylabel("Euclidean loss")
+        ax.set_ylabel(ylabel)
         ax.set_yscale("log")
         ax.set_title(name)
         ax.grid(alpha=0.3)
@@ -61,57 +55,59 @@ def plot_learning_curves(runs, path, title="Learning curves"):
     return _save(fig, path)
 
 
-def plot_reconstructions(cae_run, prepared, path, n=2):
-    """Input vs reconstruction for the first n CAE test samples (mean added back, channel 0)."""
-    from .evaluate import predict
-    cae_run = Path(cae_run)
-    with h5py.File(prepared.h5("cae_test"), "r") as f:
-        data = f["data"][:n]
-    size = data.shape[-1]
-    recon = predict(cae_run / "deploy.prototxt", cae_run / "final.caffemodel", data, batch=n)
-    recon = recon.reshape(len(data), 3, size, size)
-    mean = prepared.meta["mean_bgr"][0]
-    fig, axes = plt.subplots(len(data), 2, figsize=(6, 3 * len(data)), squeeze=False)
-    for i in range(len(data)):
-        for j, (img, name) in enumerate(((data[i, 0], "(a) input"), (recon[i, 0], "(b) reconstruction"))):
-            axes[i, j].imshow(np.clip(img + mean, 0, 255), cmap="gray", vmin=0, vmax=255)
+def plot_reconstructions(inputs, reconstructions, path, title="CAE"):
+    """Input vs reconstruction, one row per sample: (N, H, W) grey arrays in 0..255."""
+    n = len(inputs)
+    fig, axes = plt.subplots(n, 2, figsize=(6, 3 * n), squeeze=False)
+    for i in range(n):
+        for j, (img, name) in enumerate(((inputs[i], "(a) input"), (reconstructions[i], "(b) reconstruction"))):
+            axes[i, j].imshow(np.clip(img, 0, 255), cmap="gray", vmin=0, vmax=255)
             axes[i, j].set_title(name)
             axes[i, j].axis("off")
-    fig.suptitle(f"CAE: {cae_run.name}")
+    fig.suptitle(title)
     return _save(fig, path)
 
 
-def plot_detections(predictions, dataset_root, path, n=2):
-    """Ground truth (green) and each arm's predictions on the first n test images (Fig. 8)."""
-    import cv2
-    per_arm = {}
-    for label, csv_path in predictions.items():
-        with Path(csv_path).open(newline="") as fh:
-            per_arm[label] = list(csv.DictReader(fh))
-    first = next(iter(per_arm.values()))
-    images = list(dict.fromkeys(r["image"] for r in first))[:n]
-    fig, axes = plt.subplots(1, len(images), figsize=(7 * len(images), 4.5), squeeze=False)
-    for ax, name in zip(axes[0], images):
-        img = cv2.imread(str(Path(dataset_root) / name), cv2.IMREAD_GRAYSCALE)
-        ax.imshow(img, cmap="gray")
-        gt = np.array([[float(r["gt_x"]), float(r["gt_y"])] for r in first if r["image"] == name])
-        ax.scatter(gt[:, 0], gt[:, 1], s=40, facecolors="none", edgecolors="lime", label="ground truth")
-        for (label, rows), colour in zip(per_arm.items(), COLOURS * 3):
-            p = np.array([[float(r["pred_x"]), float(r["pred_y"])] for r in rows if r["image"] == name])
-            ax.scatter(p[:, 0], p[:, 1], s=25, marker="x", color=colour, label=label)
-        ax.set_title(name)
-        ax.axis("off")
+def _detection_panel(ax, panel, colours):
+    ax.imshow(panel["image"], cmap="gray")
+    gt = np.asarray(panel["gt"], float)
+    ax.scatter(gt[:, 0], gt[:, 1], s=40, facecolors="none", edgecolors="lime", label="ground truth")
+    parts = []
+    for (label, pred), colour in zip(panel["preds"].items(), colours):
+        pred = np.asarray(pred, float)
+        for (gx, gy), (px, py) in zip(gt, pred):
+            ax.plot([gx, px], [gy, py], color=colour, lw=0.8)
+        ax.scatter(pred[:, 0], pred[:, 1], s=25, marker="x", color=colour, label=label)
+        err = np.asarray(panel["errors_mm"][label], float)
+        if len(panel["preds"]) == 1:          # one arm: the error of every landmark beside it
+            for (px, py), e in zip(pred, err):
+                ax.annotate(f"{e:.1f}", (px, py), xytext=(4, 4), textcoords="offset points",
+                            color=colour, fontsize=7)
+        parts.append(f"{label}: {err.mean():.2f} mm")
+    ax.set_title(f"{panel['title']}\nmean radial error {'; '.join(parts)}", fontsize=9)
+    ax.axis("off")
+
+
+def plot_detections(panels, path, height_in=5.0):
+    """Ground truth (green circles) and each arm's predictions (crosses, joined to the truth) on
+    whole images; each panel is as wide as its image's aspect ratio asks, so none is squeezed."""
+    widths = [p["image"].shape[1] / p["image"].shape[0] for p in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(height_in * sum(widths) + 0.3, height_in + 0.8),
+                             squeeze=False, gridspec_kw={"width_ratios": widths})
+    for ax, panel in zip(axes[0], panels):
+        _detection_panel(ax, panel, COLOURS * 3)
     axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
     return _save(fig, path)
 
 
-def plot_error_cdf(errors, path):
-    """Cumulative distribution of radial errors (mm) per arm."""
+def plot_error_cdf(errors, path, thresholds=(2.0, 2.5, 3.0, 4.0)):
+    """Cumulative distribution of radial errors (mm) per arm, with the SDR thresholds marked."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for (label, e), colour in zip(errors.items(), COLOURS * 3):
         e = np.sort(np.asarray(e, float).reshape(-1))
         ax.step(e, np.arange(1, len(e) + 1) / len(e), where="post", color=colour, label=label)
-    for t in (2, 2.5, 3, 4):
+    for t in thresholds:
         ax.axvline(t, color="grey", lw=0.5, ls=":")
     ax.set_xlabel("radial error (mm)")
     ax.set_ylabel("fraction of landmarks")

@@ -1,8 +1,13 @@
 """NetSpec generators: the AlexNet auto-encoder (CAE), the landmark regressor, a plain classifier.
 
+    train, deploy = for_config(cfg, num_landmarks=4, sources=("train.txt", "test.txt"))
     cae(size=224, train=("cae_train.txt", "cae_test.txt"), batch=16)   -> caffe_pb2.NetParameter
     regressor(num_outputs=8, size=224, deploy=True)                     -> ...
     classifier(size=227, deploy=True)
+
+`for_config` is the one mapping from a config to its nets: `stage: pretrain` builds the pretext net
+named by `model.pretext`, `stage: finetune` the head named by `model.head` (PRETEXTS and HEADS
+below). A new head or pretext task is a builder here plus its label codec and a config.
 
 The encoder is BVLC AlexNet layer for layer (names and parameter shapes), so its .caffemodel copies
 in by name. The CAE decoder mirrors it with `dec_*` layers: fully connected back to 256x6x6, a
@@ -10,9 +15,9 @@ Reshape, then Deconvolutions mirroring conv5..conv1 with stride-2 deconvolutions
 pools (6 -> 13 -> 27 -> 55 -> 227), and a Crop to the input's size when that is not 227.
 Only stock BVLC layer types are used. `freeze` lists layers whose lr_mult and decay_mult are 0.
 """
+from .atomic import write_atomic
 from .backend import get_caffe
 
-ALEXNET_LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
 # (name, num_output, kernel, stride, pad, group) of the encoder convolutions, as BVLC AlexNet
 CONVS = [("conv1", 96, 11, 4, 0, 1), ("conv2", 256, 5, 1, 2, 2), ("conv3", 384, 3, 1, 1, 1),
          ("conv4", 384, 3, 1, 1, 2), ("conv5", 256, 3, 1, 1, 2)]
@@ -53,8 +58,8 @@ def _inputs(n, size, deploy, train, batch, test_batch, with_label):
     return dict(source=str(train[1]), batch_size=test_batch)
 
 
-def _encoder(n, freeze, top_fc="fc8", fc8_outputs=1000, dropout=0.5):
-    """AlexNet conv1..fc7 and the top fully connected layer, named as BVLC AlexNet."""
+def _encoder(n, freeze, top_fc="fc8", fc8_outputs=1000, dropout=0.5, width=4096):
+    """AlexNet conv1..fc7 (fc6/fc7 `width` wide) and the top fully connected layer, BVLC names."""
     caffe = get_caffe()
     L, P = caffe.layers, caffe.params
     bottom = n.data
@@ -73,7 +78,7 @@ def _encoder(n, freeze, top_fc="fc8", fc8_outputs=1000, dropout=0.5):
             bottom = n[pool]
     for i, name in ((6, "fc6"), (7, "fc7")):
         wf, bf = _fill()
-        n[name] = L.InnerProduct(bottom, num_output=4096, weight_filler=wf, bias_filler=bf,
+        n[name] = L.InnerProduct(bottom, num_output=width, weight_filler=wf, bias_filler=bf,
                                  param=_params(name, freeze))
         n[f"relu{i}"] = L.ReLU(n[name], in_place=True)
         n[f"drop{i}"] = L.Dropout(n[name], dropout_ratio=dropout, in_place=True)
@@ -84,11 +89,11 @@ def _encoder(n, freeze, top_fc="fc8", fc8_outputs=1000, dropout=0.5):
     return n[top_fc]
 
 
-def _decoder(n, code, size, freeze):
+def _decoder(n, code, size, freeze, width=4096):
     """Mirror of the encoder from the 1000-d code back to a 3 x size x size reconstruction."""
     L = get_caffe().layers
     bottom = code
-    for name, out in (("dec_fc7", 4096), ("dec_fc6", 4096), ("dec_pool5", 256 * 6 * 6)):
+    for name, out in (("dec_fc7", width), ("dec_fc6", width), ("dec_pool5", 256 * 6 * 6)):
         wf, bf = _fill()
         n[name] = L.InnerProduct(bottom, num_output=out, weight_filler=wf, bias_filler=bf,
                                  param=_params(name, freeze))
@@ -136,13 +141,13 @@ def _finish(n, test_data, name, with_label):
     return net
 
 
-def cae(size=224, train=None, batch=16, test_batch=16, deploy=False, freeze=(), dropout=0.5):
+def cae(size=224, train=None, batch=16, test_batch=16, deploy=False, freeze=(), dropout=0.5, width=4096):
     """AlexNet convolutional auto-encoder; train variant: `train` = (train list, test list)."""
     caffe = get_caffe()
     n = caffe.NetSpec()
     test = _inputs(n, size, deploy, train, batch, test_batch, with_label=False)
-    code = _encoder(n, set(freeze), "fc8", 1000, dropout)
-    recon = _decoder(n, code, size, set(freeze))
+    code = _encoder(n, set(freeze), "fc8", 1000, dropout, width)
+    recon = _decoder(n, code, size, set(freeze), width)
     if not deploy:
         # loss_weight 1/(3*size*size): the loss is half the mean squared error per input value
         n.loss = caffe.layers.EuclideanLoss(recon, n.data, loss_weight=1.0 / (3 * size * size))
@@ -150,23 +155,23 @@ def cae(size=224, train=None, batch=16, test_batch=16, deploy=False, freeze=(), 
 
 
 def regressor(num_outputs=8, size=224, train=None, batch=16, test_batch=16, deploy=False,
-              freeze=(), dropout=0.5):
+              freeze=(), dropout=0.5, width=4096):
     """AlexNet with fc8 replaced by `fc8_landmarks` (num_outputs = 2 x landmarks) and EuclideanLoss."""
     caffe = get_caffe()
     n = caffe.NetSpec()
     test = _inputs(n, size, deploy, train, batch, test_batch, with_label=True)
-    out = _encoder(n, set(freeze), "fc8_landmarks", num_outputs, dropout)
+    out = _encoder(n, set(freeze), "fc8_landmarks", num_outputs, dropout, width)
     if not deploy:
         n.loss = caffe.layers.EuclideanLoss(out, n.label)
     return _finish(n, test, "AlexNet_landmarks", True)
 
 
-def classifier(size=227, train=None, batch=16, test_batch=16, deploy=True, freeze=()):
+def classifier(size=227, train=None, batch=16, test_batch=16, deploy=True, freeze=(), width=4096):
     """Plain BVLC AlexNet classifier (fc8: 1000 classes) with Softmax, for weight-transfer tests."""
     caffe = get_caffe()
     n = caffe.NetSpec()
     test = _inputs(n, size, deploy, train, batch, test_batch, with_label=True)
-    fc8 = _encoder(n, set(freeze))
+    fc8 = _encoder(n, set(freeze), width=width)
     if deploy:
         n.prob = caffe.layers.Softmax(fc8)
     else:
@@ -174,7 +179,29 @@ def classifier(size=227, train=None, batch=16, test_batch=16, deploy=True, freez
     return _finish(n, test, "AlexNet", True)
 
 
+# What each stage builds: {name: (file stem, builder(num_landmarks, **net keywords))}.
+PRETEXTS = {"cae": ("cae", lambda k, **kw: cae(**kw))}
+HEADS = {"regression": ("landmarks", lambda k, **kw: regressor(2 * k, **kw))}
+
+
+def stage_builder(cfg):
+    """(file stem, builder) of a config's stage: its pretext task or its landmark head."""
+    m = cfg["model"]
+    return PRETEXTS[m["pretext"]] if cfg["stage"] == "pretrain" else HEADS[m["head"]]
+
+
+def for_config(cfg, num_landmarks, sources, test_batch=None):
+    """The (train, deploy) NetParameters of a config's stage. `sources` are the train and test
+    HDF5 list files; `num_landmarks` is K per sample (ignored by pretext tasks)."""
+    m, sc, size = cfg["model"], cfg["solver"], cfg["prepare"]["input_size"]
+    _, build = stage_builder(cfg)
+    train = build(num_landmarks, size=size, train=tuple(str(s) for s in sources), batch=sc["batch_size"],
+                  test_batch=test_batch or sc["test_batch_size"], freeze=m["freeze"],
+                  dropout=m["dropout"], width=m["fc_width"])
+    deploy = build(num_landmarks, size=size, deploy=True, width=m["fc_width"])
+    return train, deploy
+
+
 def write_net(net, path):
-    from pathlib import Path
-    Path(path).write_text(str(net))
+    write_atomic(path, str(net))
     return path

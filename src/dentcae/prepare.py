@@ -6,8 +6,9 @@ Bilateral images give two samples: the left half as is, the right half mirrored 
 landmarks re-indexed right[i] -> left[i] and x flipped). Each sample is resized to SxS, replicated to
 3 channels and mean-subtracted. Coordinates use pixel centres (pixel i is at i); a landmark u in a
 crop of width w is stored as (u + 0.5) / w in [0, 1], so `to_pixels` inverts it exactly.
-Splits are seeded and grouped: both halves of an image, and images of one declared group, always
-share a split. Results are cached under prepare.cache_dir by a hash of the inputs and settings.
+Splits (splits.py) are seeded and grouped: both halves of an image, and images of one declared group,
+always share a split; landmarks.csv may pin images to train or test. Results are cached under
+prepare.cache_dir by a hash of the inputs and settings.
 """
 import csv
 import hashlib
@@ -21,13 +22,15 @@ import cv2
 import h5py
 import numpy as np
 
-from .data import DataError, check_landmarks_inside, load_dataset, read_image
+from .data import DataError, check_landmarks_inside, load_dataset, read_image, select_landmarks
+from .phantom import write_phantom
+from .splits import assign_splits
 
 IMAGENET_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
-PREPARE_VERSION = "1"   # bump when the output format or the maths change: part of the cache key
+PREPARE_VERSION = "2"   # bump when the output format or the maths change: part of the cache key
 SPLITS = ("cae_train", "cae_test", "reg_train", "reg_test")
 SAMPLE_FIELDS = ["index", "image", "side", "flipped", "x0", "y0", "crop_w", "crop_h", "scale_x",
-                 "scale_y", "spacing_mm", "group", "annotated"] + list(SPLITS)
+                 "scale_y", "spacing_mm", "group", "pin", "annotated"] + list(SPLITS)
 
 
 @dataclass
@@ -74,26 +77,9 @@ def to_pixels(labels, x0, y0, w, h, flipped):
     return np.stack([u + x0, labels[:, 1] * h - 0.5 + y0], 1)
 
 
-def grouped_split(groups, holdout, seed, folds=0, fold=0):
-    """Groups -> set of held-out groups: a seeded shuffle, then enough whole groups for `holdout`
-    of the items (or fold `fold` of `folds` round-robin folds). `groups` lists one group per item."""
-    names = sorted(set(groups))
-    rng = np.random.default_rng(seed)
-    rng.shuffle(names)
-    if folds and folds > 1:
-        return {g for i, g in enumerate(names) if i % folds == fold}
-    sizes = {g: groups.count(g) for g in names}
-    target, held = max(1, round(holdout * len(groups))), set()
-    for g in names:
-        if sum(sizes[h] for h in held) >= target:
-            break
-        held.add(g)
-    return held
-
-
-def _inputs_hash(ds, prep_cfg):
+def _inputs_hash(ds, settings):
     h = hashlib.sha256(PREPARE_VERSION.encode())
-    h.update(json.dumps(prep_cfg, sort_keys=True).encode())
+    h.update(json.dumps(settings, sort_keys=True).encode())
     for name in ("dataset.yaml", "landmarks.csv"):
         h.update((ds.root / name).read_bytes())
     for rec in ds.images:
@@ -138,6 +124,7 @@ def _make_samples(ds, loaded, size):
             rows.append({"index": len(rows), "image": rec.name, "side": side, "flipped": int(flipped),
                          "x0": x0, "y0": 0, "crop_w": cw, "crop_h": h, "scale_x": size / cw,
                          "scale_y": size / h, "spacing_mm": rec.spacing_mm, "group": rec.group,
+                         "pin": rec.split,
                          "annotated": int(bool(rec.annotated and not np.isnan(labels[-1]).any()))})
     return np.stack(data).astype(np.float32), np.stack(labels).astype(np.float32), rows
 
@@ -148,62 +135,65 @@ def _write_h5(path, data, labels):
         f.create_dataset("label", data=labels)
 
 
-def prepare(cfg, progress=lambda xs: xs, log=print):
-    """Prepare (or find in the cache) the four splits for a resolved config; returns Prepared."""
-    pc = cfg["prepare"]
-    ds = load_dataset(cfg["dataset"]["root"])
-    key = _inputs_hash(ds, {**pc, "skip_bad": cfg["dataset"]["skip_bad"]})
-    out = Path(pc["cache_dir"]) / f"{ds.name}-{key}"
-    if (out / "prepared.json").exists():
-        return Prepared(out, json.loads((out / "prepared.json").read_text()))
-    loaded, skipped = _load_images(ds, cfg["dataset"]["skip_bad"], progress)
-    for s in skipped:
-        log(f"skipped {s['image']}: {s['error']}")
-    size = pc["input_size"]
-    gray, labels, rows = _make_samples(ds, loaded, size)
-    groups = [r["group"] for r in rows]
-    cae_test = grouped_split(groups, pc["cae_holdout"], pc["split_seed"])
-    annotated = [r for r in rows if r["annotated"]]
-    if len(annotated) < 2:
-        raise DataError(f"{ds.root}: fewer than 2 fully annotated samples; the regressor needs some")
-    reg_test = grouped_split([r["group"] for r in annotated], pc["regressor_holdout"],
-                             pc["split_seed"] + 1, pc["folds"], pc["fold"])
-    for r in rows:
-        r["cae_test"] = int(r["group"] in cae_test)
-        r["cae_train"] = 1 - r["cae_test"]
-        r["reg_test"] = int(bool(r["annotated"]) and r["group"] in reg_test)
-        r["reg_train"] = int(bool(r["annotated"]) and r["group"] not in reg_test)
-    train_idx = [r["index"] for r in rows if r["cae_train"]]
-    bgr = np.array(IMAGENET_BGR_MEAN) if pc["mean"] == "imagenet" else \
-        np.full(3, float(gray[train_idx].mean()))
-    data = np.repeat(gray[:, None], 3, axis=1) - bgr.astype(np.float32)[None, :, None, None]
+def configured_dataset(cfg):
+    """The config's dataset folder, restricted to dataset.landmarks when that is set."""
+    return select_landmarks(load_dataset(cfg["dataset"]["root"]), cfg["dataset"]["landmarks"])
+
+
+def _write_prepared(out, ds, data, labels, rows, meta):
+    """The four split files, samples.csv and prepared.json, built in a temporary folder that is
+    renamed to `out` only when complete."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".partial-", dir=out.parent))
     try:
-        counts = {}
         for split in SPLITS:
             idx = [r["index"] for r in rows if r[split]]
-            counts[split] = len(idx)
+            meta["counts"][split] = len(idx)
             if not idx:
                 raise DataError(f"{ds.root}: split '{split}' would be empty; add images or change holdouts")
             _write_h5(tmp / f"{split}.h5", data[idx], labels[idx])
+            (tmp / f"{split}.txt").write_text(str((out / f"{split}.h5").resolve()) + "\n")  # the final folder
         with (tmp / "samples.csv").open("w", newline="") as fh:
             w = csv.DictWriter(fh, SAMPLE_FIELDS, lineterminator="\n")
             w.writeheader()
             w.writerows(rows)
-        meta = {"dataset": ds.name, "synthetic": ds.synthetic, "dataset_root": str(ds.root), "layout": ds.layout,
-                "landmark_names": [ds.landmark_names[i] for i in ds.side_indices("left" if ds.layout == "bilateral" else "whole")],
-                "num_landmarks": ds.sample_landmarks, "input_size": size, "mean_bgr": bgr.tolist(),
-                "counts": counts, "images": len(loaded), "skipped": skipped, "key": key}
         (tmp / "prepared.json").write_text(json.dumps(meta, indent=1))
-        for split in SPLITS:  # list files must name the final folder
-            (tmp / f"{split}.txt").write_text(str((out / f"{split}.h5").resolve()) + "\n")
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def prepare(cfg, progress=lambda xs: xs, log=print):
+    """Prepare (or find in the cache) the four splits for a resolved config; returns Prepared."""
+    pc, dc = cfg["prepare"], cfg["dataset"]
+    ds = configured_dataset(cfg)
+    key = _inputs_hash(ds, {**pc, **{k: dc[k] for k in ("skip_bad", "landmarks", "label_budget")}})
+    out = Path(pc["cache_dir"]) / f"{ds.name}-{key}"
+    if (out / "prepared.json").exists():
+        return Prepared(out, json.loads((out / "prepared.json").read_text()))
+    loaded, skipped = _load_images(ds, dc["skip_bad"], progress)
+    for s in skipped:
+        log(f"skipped {s['image']}: {s['error']}")
+    gray, labels, rows = _make_samples(ds, loaded, pc["input_size"])
+    if sum(r["annotated"] for r in rows) < 2:
+        raise DataError(f"{ds.root}: fewer than 2 fully annotated samples; the regressor needs some")
+    assign_splits(rows, pc, dc["label_budget"])
+    train_idx = [r["index"] for r in rows if r["cae_train"]]
+    bgr = np.array(IMAGENET_BGR_MEAN) if pc["mean"] == "imagenet" else \
+        np.full(3, float(gray[train_idx].mean()))
+    data = np.repeat(gray[:, None], 3, axis=1) - bgr.astype(np.float32)[None, :, None, None]
+    meta = {"dataset": ds.name, "synthetic": ds.synthetic, "dataset_root": str(ds.root), "layout": ds.layout,
+            "landmark_names": [ds.landmark_names[i] for i in ds.side_indices("left" if ds.layout == "bilateral" else "whole")],
+            "num_landmarks": ds.sample_landmarks, "input_size": pc["input_size"], "mean_bgr": bgr.tolist(),
+            "counts": {}, "images": len(loaded), "skipped": skipped, "key": key,
+            "label_budget": dc["label_budget"], "spacing_mm": sorted({r.spacing_mm for r, _ in loaded}),
+            "labelled_train_images": len({r["image"] for r in rows if r["reg_train"]}),
+            "test_images": len({r["image"] for r in rows if r["reg_test"]}),
+            "pinned": {p: len({r["image"] for r in rows if r["pin"] == p}) for p in ("train", "test")}}
+    _write_prepared(out, ds, data, labels, rows, meta)
     return Prepared(out, meta)
 
 
@@ -211,6 +201,11 @@ def ensure_dataset(cfg, log=print):
     """Make the configured phantom when the config asks for one and it is missing."""
     root, synth = Path(cfg["dataset"]["root"]), cfg["dataset"]["synth"]
     if synth is not None and not (root / "dataset.yaml").exists():
-        from .phantom import write_phantom
         log(f"writing the synthetic phantom to {root} ({synth})")
         write_phantom(root, **synth)
+
+
+def sample_landmarks(cfg, log=print):
+    """K, the landmarks per sample of the configured dataset (a half's for bilateral data)."""
+    ensure_dataset(cfg, log)
+    return configured_dataset(cfg).sample_landmarks

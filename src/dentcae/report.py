@@ -8,7 +8,6 @@ ImageNet weights run from scratch when model.imagenet_weights is absent, and the
 name. Runs go to runs/<table>/<arm>_r<repeat>; a finished run with the same resolved config is
 reused, an interrupted one resumed. Outputs: results/<table>.md/.csv/.json and figures.
 """
-import csv
 import json
 from pathlib import Path
 
@@ -16,8 +15,14 @@ import numpy as np
 import yaml
 from scipy.stats import wilcoxon
 
-from .config import ConfigError, load_config, merge, parse_set
-from .evaluate import evaluate_checkpoint, read_prediction_errors, write_atomic
+from .atomic import write_atomic, write_csv_atomic
+from .config import ConfigError, load_config, merge, parse_set, read_yaml_mapping
+from .evaluate import describe, detection_panels, evaluate_checkpoint
+from .figures import plot_detections, plot_error_cdf, plot_learning_curves, plot_reconstructions
+from .infer import predict, split_data
+from .losslog import LossLog
+from .metrics import SDR_MM, read_prediction_errors
+from .prepare import prepare
 from .train import run_dir, train
 
 TABLE_KEYS = {"name", "title", "results_dir", "repeats", "repeat_over", "pretrain", "set", "arms",
@@ -27,19 +32,21 @@ ARM_KEYS = {"key", "label", "config", "paper"}
 
 def load_table(path):
     path = Path(path)
-    try:
-        t = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"table config not found: {path}") from None
+    t = read_yaml_mapping(path, "table config", allow_empty=False)
     for key in t:
         if key not in TABLE_KEYS:
             raise ConfigError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(TABLE_KEYS))})")
-    for i, arm in enumerate(t.get("arms") or []):
+    if not isinstance(t.get("arms"), list) or not all(isinstance(a, dict) for a in t["arms"]):
+        raise ConfigError(f"{path}: a table needs 'arms', a list of mappings with key, label and config")
+    for i, arm in enumerate(t["arms"]):
+        missing = {"key", "config"} - set(arm)
+        if missing:
+            raise ConfigError(f"{path}: arms[{i}]: missing {', '.join(sorted(missing))}")
         for key in arm:
             if key not in ARM_KEYS:
                 raise ConfigError(f"{path}: arms[{i}]: unknown key '{key}' (known: {', '.join(sorted(ARM_KEYS))})")
-    if not t.get("arms"):
-        raise ConfigError(f"{path}: a table needs 'arms'")
+    if "name" not in t:
+        raise ConfigError(f"{path}: a table needs a 'name' (its runs go to runs/<name>/)")
     keys = [a["key"] for a in t["arms"]]
     for a, b in t.get("comparisons", []):
         if a not in keys or b not in keys:
@@ -94,96 +101,144 @@ def _fmt(mean, std):
     return f"{mean:.4f} ± {std:.4f}"
 
 
-def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print):
-    from .figures import plot_detections, plot_error_cdf, plot_learning_curves, plot_reconstructions
-    table = load_table(path)
-    if repeats:
-        table["repeats"] = repeats
-    out = Path(out or table["results_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    arms = {a["key"]: a for a in table["arms"]}
-    errors = {k: [] for k in arms}        # per repeat: (N, K) mm errors
-    runs, replaced, cae_runs, names, synthetic, baselines = {}, set(), [], None, False, []
+class _Collected:
+    """What the arms of a table produced: per arm and repeat, mm errors and their sample ids."""
+
+    def __init__(self, arms):
+        self.errors = {k: [] for k in arms}      # per repeat: (N, K) mm errors
+        self.samples = {k: [] for k in arms}     # per repeat: the sample ids of those rows
+        self.runs, self.replaced, self.cae_runs, self.baselines = {}, set(), [], []
+        self.names, self.synthetic, self.dataset_root, self.data = None, False, None, None
+
+    def add(self, key, cfg, summary):
+        run = run_dir(cfg)
+        e, ids = read_prediction_errors(run / "predictions.csv")
+        self.errors[key].append(e)
+        self.samples[key].append(ids)
+        self.runs.setdefault(key, []).append(run)
+        self.names, self.synthetic = [p["name"] for p in summary["landmarks"]], summary["synthetic"]
+        self.dataset_root, self.data = cfg["dataset"]["root"], summary["data"]
+        self.baselines.append(summary["baseline_mean_shape_mre_mm"])
+
+
+def _run_arms(table, arms, gpu, overrides, log):
+    """Train (or reuse) the shared CAE and every arm for every repeat, and evaluate each arm."""
+    got = _Collected(arms)
     needs_cae = any(load_config(a["config"])["model"]["init"] == "cae" for a in table["arms"])
 
     def resolve(config, name, repeat):
         cfg, note = _resolve(config, table, name, repeat, overrides)
-        if note and note not in replaced:
+        if note and note not in got.replaced:
             log(f"replaced: {note}")
-            replaced.add(note)
+            got.replaced.add(note)
         return cfg
 
     for r in range(table["repeats"]):
         if needs_cae:
             cae_cfg = resolve(table["pretrain"], "cae", r if table["repeat_over"] == "seed" else 0)
             _train_or_reuse(cae_cfg, gpu, log)
-            cae_runs.append(run_dir(cae_cfg))
+            got.cae_runs.append(run_dir(cae_cfg))
         for key, arm in arms.items():
             cfg = resolve(arm["config"], key, r)
             if cfg["model"]["init"] == "cae":
                 cfg["model"]["cae_run"] = str(run_dir(cae_cfg))
             _train_or_reuse(cfg, gpu, log)
-            summary = evaluate_checkpoint(cfg, run_dir(cfg))
-            names, synthetic = [p["name"] for p in summary["landmarks"]], summary["synthetic"]
-            dataset_root = cfg["dataset"]["root"]
-            baselines.append(summary["baseline_mean_shape_mre_mm"])
-            errors[key].append(read_prediction_errors(run_dir(cfg) / "predictions.csv")[0])
-            runs.setdefault(key, []).append(run_dir(cfg))
-    result = _tabulate(table, arms, errors, names, sorted(replaced), synthetic)
-    result["baseline_mean_shape_mre_mm"] = float(np.mean(baselines))
-    result["markdown_text"] += (f"\nNo-learning baseline: predicting the training set's mean landmarks gives "
-                                f"an MRE of {np.mean(baselines):.4f} mm on the same test samples.\n")
-    stem = out / table["name"]
-    for suffix, text in ((".json", json.dumps(result, indent=1)), (".md", result.pop("markdown_text")),
-                         (".csv", _csv(result))):
-        write_atomic(str(stem) + suffix, text)
-    plot_learning_curves({k: v[0] for k, v in runs.items()}, f"{stem}_learning_curves.png",
-                         f"{table['name']}: fine-tuning (repeat 0)")
-    plot_detections({k: v[0] / "predictions.csv" for k, v in runs.items()}, dataset_root,
+            got.add(key, cfg, evaluate_checkpoint(cfg, run_dir(cfg), gpu=gpu))
+    return got
+
+
+def _table_figures(stem, table, got):
+    first = {k: v[0] for k, v in got.runs.items()}
+    plot_learning_curves({k: LossLog(r / "loss.csv").read() for k, r in first.items()},
+                         f"{stem}_learning_curves.png", f"{table['name']}: fine-tuning (repeat 0)")
+    plot_detections(detection_panels({k: r / "predictions.csv" for k, r in first.items()}, got.dataset_root),
                     f"{stem}_detections.png")
-    plot_error_cdf({k: np.concatenate(v).reshape(-1) for k, v in errors.items()}, f"{stem}_error_cdf.png")
-    if cae_runs:
-        from .prepare import prepare
-        plot_reconstructions(cae_runs[0], prepare(load_config(cae_runs[0] / "config.yaml")),
-                             f"{stem}_cae_reconstructions.png")
-        plot_learning_curves({"CAE": cae_runs[0]}, f"{stem}_cae_learning_curves.png", "CAE pre-training")
+    plot_error_cdf({k: np.concatenate(v).reshape(-1) for k, v in got.errors.items()}, f"{stem}_error_cdf.png",
+                   SDR_MM)
+    if got.cae_runs:
+        cae = got.cae_runs[0]
+        prep = prepare(load_config(cae / "config.yaml"))
+        data = split_data(prep, "cae_test", limit=2)
+        recon = predict(cae / "deploy.prototxt", cae / "final.caffemodel", data).reshape(data.shape)
+        mean = prep.meta["mean_bgr"][0]
+        plot_reconstructions(data[:, 0] + mean, recon[:, 0] + mean, f"{stem}_cae_reconstructions.png",
+                             f"CAE: {cae.name}")
+        plot_learning_curves({"CAE": LossLog(cae / "loss.csv").read()}, f"{stem}_cae_learning_curves.png",
+                             "CAE pre-training")
+
+
+def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print):
+    """Train and evaluate every arm; write <name>.md/.json/.csv and figures; returns the result."""
+    table = load_table(path)
+    if repeats:
+        table["repeats"] = repeats
+    out = Path(out or table["results_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    arms = {a["key"]: a for a in table["arms"]}
+    got = _run_arms(table, arms, gpu, overrides, log)
+    result = _tabulate(table, arms, got.errors, got.names, sorted(got.replaced), got.synthetic, got.samples,
+                       describe(got.data))
+    result["data"] = got.data
+    baseline = float(np.mean(got.baselines))
+    result["baseline_mean_shape_mre_mm"] = baseline
+    markdown = result.pop("markdown_text") + (
+        f"\nNo-learning baseline: predicting the training set's mean landmarks gives an MRE of "
+        f"{baseline:.4f} mm on the same test samples.\n")
+    stem = out / table["name"]
     result["markdown"] = str(stem) + ".md"
+    write_atomic(str(stem) + ".md", markdown)
+    write_atomic(str(stem) + ".json", json.dumps(result, indent=1))
+    write_csv_atomic(str(stem) + ".csv", _csv_rows(result))
+    _table_figures(stem, table, got)
     return result
 
 
-def _tabulate(table, arms, errors, names, replaced, synthetic):
-    rows, lines = [], []
-    head = ["Landmarks", *[str(i + 1) for i in range(len(names))], "mean"]
-    lines += [f"# {table.get('title', table['name'])}", ""]
-    if synthetic:
-        lines += ["**Ours are on the SYNTHETIC phantom, not the paper's dental X-rays: compare trends, "
-                  "not values.** Paper rows quote Wang & Chu.", ""]
-    for note in replaced:
-        lines.append(f"- Replaced: {note}.")
-    lines += ["", "| " + " | ".join(["arm", "source", *head[1:]]) + " |", "|" + "---|" * (len(head) + 1)]
-    for key, arm in arms.items():
-        e = np.concatenate(errors[key])                 # all repeats' samples
-        per_rep = [x.mean() for x in errors[key]]
-        ours = [_fmt(e[:, i].mean(), np.std(e[:, i], ddof=1)) for i in range(e.shape[1])]
-        mean_cell = _fmt(e.mean(), np.std(per_rep, ddof=1)) + " (over repeats)" if len(per_rep) > 1 \
-            else _fmt(e.mean(), np.std(e, ddof=1))
-        lines.append(f"| {arm['label']} | ours | " + " | ".join(ours) + f" | {mean_cell} |")
-        row = {"arm": key, "label": arm["label"], "ours_mean_mm": e.mean(0).tolist(),
-               "ours_std_mm": np.std(e, 0, ddof=1).tolist(), "ours_mre_mm": float(e.mean()),
-               "ours_mre_per_repeat": [float(x) for x in per_rep], "n_samples": int(e.shape[0])}
-        if arm.get("paper"):
-            p = arm["paper"]
-            paper_cells = [_fmt(m, s) for m, s in zip(p["mean"], p["std"])]
-            lines.append(f"| {arm['label']} | paper | " + " | ".join(paper_cells) + f" | {np.mean(p['mean']):.4f} |")
-            row.update(paper_mean_mm=p["mean"], paper_std_mm=p["std"], paper_mre_mm=float(np.mean(p["mean"])))
-        rows.append(row)
-    comps = []
+def _paired(errors, samples, a, b):
+    """Per-sample mean errors of arms a and b over all repeats, refused unless the samples match."""
+    if samples is not None and samples[a] != samples[b]:
+        raise ValueError(f"cannot compare arms '{a}' and '{b}': they were evaluated on different "
+                         "samples (sample ids differ), so their errors do not pair")
+    return np.concatenate(errors[a]).mean(1), np.concatenate(errors[b]).mean(1)
+
+
+def _arm_row(key, arm, errors):
+    """One arm's numbers over all its repeats, and its Markdown lines (ours, then the paper's)."""
+    e = np.concatenate(errors)                 # all repeats' samples
+    per_rep = [x.mean() for x in errors]
+    ours = [_fmt(e[:, i].mean(), np.std(e[:, i], ddof=1)) for i in range(e.shape[1])]
+    mean_cell = _fmt(e.mean(), np.std(per_rep, ddof=1)) + " (over repeats)" if len(per_rep) > 1 \
+        else _fmt(e.mean(), np.std(e, ddof=1))
+    lines = [f"| {arm['label']} | ours | " + " | ".join(ours) + f" | {mean_cell} |"]
+    row = {"arm": key, "label": arm["label"], "ours_mean_mm": e.mean(0).tolist(),
+           "ours_std_mm": np.std(e, 0, ddof=1).tolist(), "ours_mre_mm": float(e.mean()),
+           "ours_mre_per_repeat": [float(x) for x in per_rep], "n_samples": int(e.shape[0]),
+           "ours_sdr": {f"{t:g}mm": float((e <= t).mean()) for t in SDR_MM}}
+    if arm.get("paper"):
+        p = arm["paper"]
+        paper_cells = [_fmt(m, s) for m, s in zip(p["mean"], p["std"])]
+        lines.append(f"| {arm['label']} | paper | " + " | ".join(paper_cells) + f" | {np.mean(p['mean']):.4f} |")
+        row.update(paper_mean_mm=p["mean"], paper_std_mm=p["std"], paper_mre_mm=float(np.mean(p["mean"])))
+    return row, lines
+
+
+def _overall_lines(rows):
+    """MRE and success detection rates per arm."""
+    lines = ["", "| arm | MRE (mm) | " + " | ".join(f"SDR {t:g} mm" for t in SDR_MM) + " |",
+             "|---|---|" + "---|" * len(SDR_MM)]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['ours_mre_mm']:.2f} | "
+                     + " | ".join(f"{100 * v:.1f}%" for v in r["ours_sdr"].values()) + " |")
+    return lines
+
+
+def _comparisons(table, arms, errors, samples, by_key):
+    """Relative change of the mean error and a paired Wilcoxon test for each listed pair of arms."""
+    comps, lines = [], []
     if table.get("comparisons"):
         lines += ["", "| comparison (B vs A) | ours: change of mean error | paper: change | Wilcoxon p (per-sample mean error) |",
                   "|---|---|---|---|"]
-    by_key = {r["arm"]: r for r in rows}
     for a, b in table.get("comparisons", []):
-        ea, eb = np.concatenate(errors[a]).mean(1), np.concatenate(errors[b]).mean(1)
+        ea, eb = _paired(errors, samples, a, b)
         p = float(wilcoxon(ea, eb).pvalue) if len(ea) > 1 and np.any(ea != eb) else 1.0
         ours = (by_key[b]["ours_mre_mm"] - by_key[a]["ours_mre_mm"]) / by_key[a]["ours_mre_mm"]
         paper = None
@@ -193,6 +248,28 @@ def _tabulate(table, arms, errors, names, replaced, synthetic):
                       "wilcoxon_p": p, "n_pairs": int(len(ea))})
         paper_txt = f"{100 * paper:+.1f}%" if paper is not None else "n/a"
         lines.append(f"| {arms[b]['label']} vs {arms[a]['label']} | {100 * ours:+.1f}% | {paper_txt} | {p:.3g} (n={len(ea)}) |")
+    return comps, lines
+
+
+def _tabulate(table, arms, errors, names, replaced, synthetic, samples=None, data_line=None):
+    """The table's numbers (rows, comparisons) and its Markdown text."""
+    lines = [f"# {table.get('title', table['name'])}", ""]
+    if synthetic:
+        lines += ["**Ours are on the SYNTHETIC phantom, not the paper's dental X-rays: compare trends, "
+                  "not values.** Paper rows quote Wang & Chu.", ""]
+    if data_line:
+        lines += [data_line, ""]
+    lines += [f"- Replaced: {note}." for note in replaced]
+    lines += ["", "| " + " | ".join(["arm", "source", *[str(i + 1) for i in range(len(names))], "mean"]) + " |",
+              "|" + "---|" * (len(names) + 3)]
+    rows = []
+    for key, arm in arms.items():
+        row, arm_lines = _arm_row(key, arm, errors[key])
+        rows.append(row)
+        lines += arm_lines
+    lines += _overall_lines(rows)
+    comps, comp_lines = _comparisons(table, arms, errors, samples, {r["arm"]: r for r in rows})
+    lines += comp_lines
     lines += ["", f"Radial error in mm, mean ± std over test samples; {table['repeats']} repeat(s) over "
               f"{table['repeat_over']}s. Landmarks: " + ", ".join(f"{i + 1} = {n}" for i, n in enumerate(names)) + "."]
     if table.get("note"):
@@ -201,14 +278,13 @@ def _tabulate(table, arms, errors, names, replaced, synthetic):
             "comparisons": comps, "markdown_text": "\n".join(lines) + "\n"}
 
 
-def _csv(result):
-    from io import StringIO
-    buf = StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+def _csv_rows(result):
     k = len(result["rows"][0]["ours_mean_mm"])
-    w.writerow(["arm", "source", *[f"l{i + 1}_mean_mm" for i in range(k)], *[f"l{i + 1}_std_mm" for i in range(k)], "mre_mm"])
+    rows = [["arm", "source", *[f"l{i + 1}_mean_mm" for i in range(k)], *[f"l{i + 1}_std_mm" for i in range(k)],
+             "mre_mm"]]
     for r in result["rows"]:
-        w.writerow([r["arm"], "ours", *np.round(r["ours_mean_mm"], 4), *np.round(r["ours_std_mm"], 4), round(r["ours_mre_mm"], 4)])
+        rows.append([r["arm"], "ours", *np.round(r["ours_mean_mm"], 4), *np.round(r["ours_std_mm"], 4),
+                     round(r["ours_mre_mm"], 4)])
         if "paper_mean_mm" in r:
-            w.writerow([r["arm"], "paper", *r["paper_mean_mm"], *r["paper_std_mm"], round(r["paper_mre_mm"], 4)])
-    return buf.getvalue()
+            rows.append([r["arm"], "paper", *r["paper_mean_mm"], *r["paper_std_mm"], round(r["paper_mre_mm"], 4)])
+    return rows

@@ -4,9 +4,14 @@
                       test_iter=3)
     write_solver(sp, "runs/x/solver.prototxt")
 """
+from pathlib import Path
+
 from google.protobuf import text_format
 
+from . import nets
+from .atomic import write_atomic
 from .backend import caffe_pb2
+from .prepare import sample_landmarks
 
 LR_POLICY_FIELDS = {"fixed": (), "step": ("gamma", "stepsize"), "exp": ("gamma",),
                     "inv": ("gamma", "power"), "poly": ("power",), "multistep": ("gamma", "stepvalue"),
@@ -54,33 +59,28 @@ def write_solver(sp, path):
     """Write a solver prototxt; parsing it back checks Caffe accepts every field."""
     text = text_format.MessageToString(sp)
     text_format.Parse(text, caffe_pb2().SolverParameter())
-    from pathlib import Path
-    Path(path).write_text(text)
+    write_atomic(path, text)
     return path
 
 
-def write_config_prototxts(cfg, out, num_landmarks=4):
+def write_config_prototxts(cfg, out, num_landmarks=None):
     """The nets and solver of a config's stage, into `out`, with data sources named relative to the
     working directory (cae_train.txt, ...): the files committed under prototxt/ are these.
+    K comes from `num_landmarks`, else model.num_landmarks, else the configured dataset.
     Frozen layers show in the name: alexnet_landmarks_fc6frozen_train.prototxt."""
-    from pathlib import Path
-    from . import nets
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sc, size, freeze = cfg["solver"], cfg["prepare"]["input_size"], cfg["model"]["freeze"]
-    kw = dict(size=size, batch=sc["batch_size"], test_batch=sc["test_batch_size"], freeze=freeze,
-              dropout=cfg["model"]["dropout"])
+    stem, _ = nets.stage_builder(cfg)
+    k = num_landmarks or cfg["model"]["num_landmarks"]
+    if k is None and cfg["stage"] == "finetune":
+        k = sample_landmarks(cfg)
+    freeze = cfg["model"]["freeze"]
     tag = "".join(f"_{name}" for name in freeze) + ("frozen" if freeze else "")
-    if cfg["stage"] == "pretrain":
-        stage, train = "cae", nets.cae(train=("cae_train.txt", "cae_test.txt"), **kw)
-        deploy = nets.cae(size=size, deploy=True)
-    else:
-        k = cfg["model"]["num_landmarks"] or num_landmarks
-        stage, train = "landmarks", nets.regressor(2 * k, train=("reg_train.txt", "reg_test.txt"), **kw)
-        deploy = nets.regressor(2 * k, size=size, deploy=True)
-    train_file = out / f"alexnet_{stage}{tag}_train.prototxt"
+    split = "cae" if cfg["stage"] == "pretrain" else "reg"
+    train, deploy = nets.for_config(cfg, k, (f"{split}_train.txt", f"{split}_test.txt"))
+    train_file = out / f"alexnet_{stem}{tag}_train.prototxt"
     written = [nets.write_net(train, train_file),
-               nets.write_net(deploy, out / f"alexnet_{stage}_deploy.prototxt")]
-    sp = solver_param(sc, train_file.name, f"snapshots/{stage}{tag}", test_iter=1)
-    written.append(write_solver(sp, out / f"{stage}{tag}_solver.prototxt"))
+               nets.write_net(deploy, out / f"alexnet_{stem}_deploy.prototxt")]
+    sp = solver_param(cfg["solver"], train_file.name, f"snapshots/{stem}{tag}", test_iter=1)
+    written.append(write_solver(sp, out / f"{stem}{tag}_solver.prototxt"))
     return written

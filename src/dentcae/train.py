@@ -1,4 +1,4 @@
-"""Train one stage with a pycaffe solver: CAE pre-training or landmark fine-tuning.
+"""Train one stage with a pycaffe solver: pre-training (model.pretext) or fine-tuning (model.head).
 
     summary = train(cfg, gpu=None, resume=False)
 
@@ -8,9 +8,8 @@ Loss rows reach loss.csv at each snapshot, together with snapshots/latest.json (
 rename), so `resume=True` restarts exactly from the newest complete snapshot with the CSV cut to it.
 A non-finite or exploding loss stops the run naming the iteration; the last good snapshot stays.
 """
-import csv
 import json
-import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -20,9 +19,14 @@ import numpy as np
 from tqdm import tqdm
 
 from . import nets
+from .atomic import atomic_path, write_atomic
 from .backend import get_caffe, set_device
-from .config import dump_config
+from .config import ConfigError, dump_config
+from .figures import plot_learning_curves, plot_reconstructions
+from .infer import predict, split_data
+from .losslog import LossLog
 from .prepare import ensure_dataset, prepare
+from .snapshots import Snapshots
 from .solver import solver_param, write_solver
 from .transfer import TransferError, check_imagenet_weights, copy_layers
 
@@ -35,6 +39,10 @@ class TrainingError(RuntimeError):
 
 def run_dir(cfg):
     return Path(cfg["runs_dir"]) / cfg["name"]
+
+
+def stage_splits(cfg):
+    return ("cae_train", "cae_test") if cfg["stage"] == "pretrain" else ("reg_train", "reg_test")
 
 
 def _test_batch(count, wanted):
@@ -51,31 +59,33 @@ def _check_finite(prep, splits):
                                         "refusing to train on it")
 
 
+def _num_landmarks(cfg, prep):
+    k, found = cfg["model"]["num_landmarks"], prep.meta["num_landmarks"]
+    if k is not None and k != found:
+        raise ConfigError(f"config key 'model.num_landmarks' is {k}, but the prepared data has {found} "
+                          "landmarks per sample: remove the key or fix it")
+    return found
+
+
 def write_run_files(cfg, prep, run, gpu=None):
-    """Resolved config, train/deploy nets and solver prototxt of a stage; returns the solver path."""
-    sc, size, freeze = cfg["solver"], prep.meta["input_size"], cfg["model"]["freeze"]
-    stage = cfg["stage"]
-    splits = ("cae_train", "cae_test") if stage == "pretrain" else ("reg_train", "reg_test")
-    test_batch = _test_batch(prep.count(splits[1]), sc["test_batch_size"])
-    kw = dict(size=size, batch=sc["batch_size"], test_batch=test_batch, freeze=freeze,
-              dropout=cfg["model"]["dropout"])
-    if stage == "pretrain":
-        train_net = nets.cae(train=[prep.source(s) for s in splits], **kw)
-        deploy = nets.cae(size=size, deploy=True)
-    else:
-        k = cfg["model"]["num_landmarks"] or prep.meta["num_landmarks"]
-        train_net = nets.regressor(2 * k, train=[prep.source(s) for s in splits], **kw)
-        deploy = nets.regressor(2 * k, size=size, deploy=True)
+    """Resolved config, train/deploy nets and solver prototxt of a stage; returns
+    (solver path, test iterations per test pass)."""
+    train_split, test_split = stage_splits(cfg)
+    test_count = prep.count(test_split)
+    test_batch = _test_batch(test_count, cfg["solver"]["test_batch_size"])
+    train_net, deploy = nets.for_config(cfg, _num_landmarks(cfg, prep),
+                                        (prep.source(train_split), prep.source(test_split)), test_batch)
     (run / "snapshots").mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run / "config.yaml")
     nets.write_net(train_net, run / "train.prototxt")
     nets.write_net(deploy, run / "deploy.prototxt")
-    sp = solver_param(sc, (run / "train.prototxt").resolve(), (run / "snapshots" / stage).resolve(),
-                      prep.count(splits[1]) // test_batch, gpu)
-    sp.snapshot = 0          # snapshots are taken by this runner (see module docstring)
-    sp.test_interval = sc["max_iter"] + 1  # and so are tests
+    stem, _ = nets.stage_builder(cfg)
+    sp = solver_param(cfg["solver"], (run / "train.prototxt").resolve(), (run / "snapshots" / stem).resolve(),
+                      test_count // test_batch, gpu)
+    sp.snapshot = 0                              # snapshots are taken by this runner (see module docstring)
+    sp.test_interval = cfg["solver"]["max_iter"] + 1   # and so are tests
     sp.display = 0
-    return write_solver(sp, run / "solver.prototxt"), prep.count(splits[1]) // test_batch
+    return write_solver(sp, run / "solver.prototxt"), test_count // test_batch
 
 
 def init_source(cfg):
@@ -116,50 +126,6 @@ def init_weights(net, source, layers, warning=None):
     return report
 
 
-class _Snapshots:
-    """Runner-side snapshots: caffemodel + solverstate, then latest.json by rename; keeps the newest."""
-
-    def __init__(self, solver, run, stage):
-        self.solver, self.dir, self.stage = solver, run / "snapshots", stage
-        self.marker = self.dir / "latest.json"
-
-    def latest(self):
-        return json.loads(self.marker.read_text()) if self.marker.exists() else None
-
-    def take(self):
-        it = self.solver.iter
-        self.solver.snapshot()
-        base = self.dir / f"{self.stage}_iter_{it}"
-        state = {"iter": it, "caffemodel": str(base) + ".caffemodel", "solverstate": str(base) + ".solverstate"}
-        tmp = self.marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.marker)
-        for p in self.dir.glob(f"{self.stage}_iter_*"):
-            if not p.name.startswith(f"{self.stage}_iter_{it}."):
-                p.unlink()
-        return state
-
-
-def _write_rows(path, rows):
-    new = not path.exists()
-    with path.open("a", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        if new:
-            w.writerow(["iter", "phase", "loss"])
-        w.writerows(rows)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _truncate_rows(path, last_iter):
-    if not path.exists():
-        return
-    with path.open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if int(r["iter"]) <= last_iter]
-    path.unlink()
-    _write_rows(path, [[r["iter"], r["phase"], r["loss"]] for r in rows])
-
-
 def _loss(net, value=None):
     """The loss the solver minimises: the loss blob times its loss_weight (pycaffe shows it raw)."""
     raw = float(net.blobs["loss"].data if value is None else value)
@@ -178,6 +144,113 @@ def _test_loss(test_net, test_iter):
     return float(np.mean([_loss(test_net, test_net.forward()["loss"]) for _ in range(test_iter)]))
 
 
+def _open_run(cfg, resume, overwrite):
+    """The run folder, emptied for a fresh start when `overwrite`; checks a resume can resume."""
+    run = run_dir(cfg)
+    if resume and not (run / "snapshots" / "latest.json").exists():
+        raise TrainingError(f"--resume: no complete snapshot in {run / 'snapshots'} to resume from")
+    if not resume and run.exists() and any(run.iterdir()):
+        if not overwrite:
+            raise TrainingError(f"run folder {run} exists: pass --resume to continue it or "
+                                "--overwrite to start again")
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def _logger(run, log):
+    def say(msg):
+        log(msg)
+        with (run / "log.txt").open("a") as fh:
+            fh.write(msg + "\n")
+    return say
+
+
+def _start(cfg, solver, run, source, snaps, losses, say):
+    """Resume from the newest snapshot, or copy the initial weights and record the transfer."""
+    if source is None:
+        state = snaps.latest()
+        solver.restore(state["solverstate"])
+        losses.cut_to(state["iter"])
+        say(f"resumed {run} at iteration {solver.iter} from {state['solverstate']}")
+        return
+    report = init_weights(solver.net, *source)
+    write_atomic(run / "transfer.json", json.dumps(report, indent=1))
+    say(f"{cfg['stage']} {cfg['name']}: init {report['source']}")
+    say(f"  copied: {', '.join(report['copied']) or 'nothing'}; fresh: {', '.join(report['fresh'])}")
+    if cfg["model"]["freeze"]:
+        say(f"  frozen: {', '.join(cfg['model']['freeze'])}")
+    if cfg["train"]["save_init"]:
+        solver.net.save(str(run / "init.caffemodel"))
+
+
+def _check_step(cfg, solver, first, snaps, losses):
+    """Stop, naming the iteration, when the loss or the weights went bad in the last step."""
+    loss, bad = _loss(solver.net), _bad_params(solver.net)
+    if bad:
+        loss = float("nan")
+    if np.isfinite(loss) and loss <= cfg["train"]["loss_explode_factor"] * max(first, 1e-12):
+        return
+    losses.flush()
+    last = snaps.latest()
+    what = f"weights of {', '.join(bad)} became NaN/inf" if bad else \
+        f"loss {'is ' + str(loss) if not np.isfinite(loss) else f'exploded to {loss:.4g}'}"
+    raise TrainingError(f"{what} at iteration {solver.iter} (first loss {first:.4g}); stopped. Last good "
+                        f"snapshot: {last['caffemodel'] if last else 'none yet'}. Lower solver.base_lr "
+                        "or check the data.")
+
+
+def _loop(cfg, solver, test_iter, snaps, losses, bar):
+    """Step to max_iter: log losses, test every test_interval, snapshot every `snapshot` steps.
+    Ctrl-C and SIGTERM set a flag checked between steps, so a stop is always at a snapshot."""
+    sc, stop, first = cfg["solver"], {"flag": False}, None
+    handlers = {s: signal.signal(s, lambda *_: stop.update(flag=True)) for s in (signal.SIGINT, signal.SIGTERM)}
+    start, t0 = solver.iter, time.time()
+    try:
+        while solver.iter < sc["max_iter"]:
+            solver.step(1)
+            it, loss = solver.iter, _loss(solver.net)
+            losses.add(it, "train", loss)
+            first = loss if first is None else first
+            _check_step(cfg, solver, first, snaps, losses)
+            if it % sc["test_interval"] == 0 or it == sc["max_iter"]:
+                losses.add(it, "test", _test_loss(solver.test_nets[0], test_iter))
+            bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{(it - start) * sc['batch_size'] / (time.time() - t0):.1f}")
+            bar.update(1)
+            if (sc["snapshot"] and it % sc["snapshot"] == 0) or it == sc["max_iter"] or stop["flag"]:
+                losses.flush()
+                snaps.take()
+            if stop["flag"]:
+                raise KeyboardInterrupt
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
+def _figures(cfg, run, prep, losses):
+    plot_learning_curves({cfg["name"]: losses.read()}, run / "learning_curves.png", f"{cfg['stage']}: {cfg['name']}")
+    if cfg["stage"] == "pretrain":
+        data = split_data(prep, "cae_test", limit=2)
+        recon = predict(run / "deploy.prototxt", run / "final.caffemodel", data, batch=len(data))
+        mean = prep.meta["mean_bgr"][0]
+        plot_reconstructions(data[:, 0] + mean, recon.reshape(data.shape)[:, 0] + mean,
+                             run / "reconstructions.png", f"CAE: {cfg['name']}")
+
+
+def _finish(cfg, solver, run, prep, losses, device, done, wall):
+    with atomic_path(run / "final.caffemodel") as tmp:
+        solver.net.save(str(tmp))
+    last = losses.last()
+    summary = {"stage": cfg["stage"], "name": cfg["name"], "iterations": solver.iter, "device": device,
+               "final_train_loss": last.get("train"), "final_test_loss": last.get("test"),
+               "wall_s": round(wall, 1),
+               "images_per_s": round(done * cfg["solver"]["batch_size"] / max(wall, 1e-9), 2),
+               "prepared": str(prep.dir), "weights": str(run / "final.caffemodel")}
+    write_atomic(run / "training.json", json.dumps(summary, indent=1))
+    _figures(cfg, run, prep, losses)
+    return summary
+
+
 def train(cfg, gpu=None, resume=False, overwrite=False, log=print):
     """Run one stage to solver.max_iter; returns the training summary (also in training.json)."""
     caffe = get_caffe()
@@ -185,104 +258,28 @@ def train(cfg, gpu=None, resume=False, overwrite=False, log=print):
     source = None if resume else init_source(cfg)   # a missing weights file stops here
     ensure_dataset(cfg, log)
     prep = prepare(cfg, progress=lambda xs: tqdm(xs, desc="prepare", leave=False), log=log)
-    run, stage, sc = run_dir(cfg), cfg["stage"], cfg["solver"]
-    splits = ("cae_train", "cae_test") if stage == "pretrain" else ("reg_train", "reg_test")
-    _check_finite(prep, splits)
-    marker = run / "snapshots" / "latest.json"
-    if resume and not marker.exists():
-        raise TrainingError(f"--resume: no complete snapshot in {run / 'snapshots'} to resume from")
-    if not resume and run.exists() and any(run.iterdir()):
-        if not overwrite:
-            raise TrainingError(f"run folder {run} exists: pass --resume to continue it or "
-                                "--overwrite to start again")
-        import shutil
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
-
-    def say(msg):
-        log(msg)
-        with (run / "log.txt").open("a") as fh:
-            fh.write(msg + "\n")
-
+    _check_finite(prep, stage_splits(cfg))
+    run = _open_run(cfg, resume, overwrite)
+    say = _logger(run, log)
     solver_path, test_iter = write_run_files(cfg, prep, run, gpu)
-    caffe.set_random_seed(int(sc["random_seed"]))
+    caffe.set_random_seed(int(cfg["solver"]["random_seed"]))
     solver = caffe.get_solver(str(solver_path))
-    test_net = solver.test_nets[0]
-    test_net.share_with(solver.net)
-    snaps, losses = _Snapshots(solver, run, stage), run / "loss.csv"
-    if resume:
-        state = snaps.latest()
-        solver.restore(state["solverstate"])
-        _truncate_rows(losses, state["iter"])
-        say(f"resumed {run} at iteration {solver.iter} from {state['solverstate']}")
-    else:
-        report = init_weights(solver.net, *source)
-        (run / "transfer.json").write_text(json.dumps(report, indent=1))
-        say(f"{stage} {cfg['name']} on {device}: init {report['source']}")
-        say(f"  copied: {', '.join(report['copied']) or 'nothing'}; fresh: {', '.join(report['fresh'])}")
-        if cfg["model"]["freeze"]:
-            say(f"  frozen: {', '.join(cfg['model']['freeze'])}")
-        if cfg["train"]["save_init"]:
-            solver.net.save(str(run / "init.caffemodel"))
-    say(f"  data: {prep.dir} ({prep.count(splits[0])} train / {prep.count(splits[1])} test samples)")
-
-    stop = {"flag": False}
-    # Ctrl-C and kill (SIGTERM) set a flag checked between steps: the run stops at a consistent state
-    handlers = {s: signal.signal(s, lambda *_: stop.update(flag=True)) for s in (signal.SIGINT, signal.SIGTERM)}
-    pending, first, start, t0 = [], None, solver.iter, time.time()
-    bar = tqdm(total=sc["max_iter"], initial=solver.iter, desc=stage, unit="it", dynamic_ncols=True)
+    solver.test_nets[0].share_with(solver.net)
+    snaps, losses = Snapshots(solver, run, nets.stage_builder(cfg)[0]), LossLog(run / "loss.csv")
+    _start(cfg, solver, run, source, snaps, losses, say)
+    say(f"  on {device}; data: {prep.dir} ({prep.count(stage_splits(cfg)[0])} train / "
+        f"{prep.count(stage_splits(cfg)[1])} test samples)")
+    start, t0 = solver.iter, time.time()
+    bar = tqdm(total=cfg["solver"]["max_iter"], initial=solver.iter, desc=cfg["stage"], unit="it",
+               dynamic_ncols=True)
     try:
-        while solver.iter < sc["max_iter"]:
-            solver.step(1)
-            it, loss = solver.iter, _loss(solver.net)
-            pending.append([it, "train", f"{loss:.8g}"])
-            first = loss if first is None else first
-            bad = _bad_params(solver.net)
-            if bad:
-                loss = float("nan")
-            if not np.isfinite(loss) or loss > cfg["train"]["loss_explode_factor"] * max(first, 1e-12):
-                _write_rows(losses, pending)
-                last = snaps.latest()
-                what = f"weights of {', '.join(bad)} became NaN/inf" if bad else \
-                    f"loss {'is ' + str(loss) if not np.isfinite(loss) else f'exploded to {loss:.4g}'}"
-                raise TrainingError(
-                    f"{what} at iteration {it} (first loss {first:.4g}); stopped. Last good snapshot: "
-                    f"{last['caffemodel'] if last else 'none yet'}. Lower solver.base_lr or check the data.")
-            if it % sc["test_interval"] == 0 or it == sc["max_iter"]:
-                pending.append([it, "test", f"{_test_loss(test_net, test_iter):.8g}"])
-            done = it - start
-            bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{done * sc['batch_size'] / (time.time() - t0):.1f}")
-            bar.update(1)
-            if (sc["snapshot"] and it % sc["snapshot"] == 0) or it == sc["max_iter"] or stop["flag"]:
-                _write_rows(losses, pending)
-                pending = []
-                snaps.take()
-            if stop["flag"]:
-                raise KeyboardInterrupt
+        _loop(cfg, solver, test_iter, snaps, losses, bar)
     except KeyboardInterrupt:
         say(f"interrupted at iteration {solver.iter}; snapshot kept, continue with --resume")
         raise
     finally:
         bar.close()
-        for s, h in handlers.items():
-            signal.signal(s, h)
-    tmp = run / "final.caffemodel.tmp"
-    solver.net.save(str(tmp))
-    os.replace(tmp, run / "final.caffemodel")
-    rows = list(csv.DictReader(losses.open()))
-    last = {ph: float([r for r in rows if r["phase"] == ph][-1]["loss"]) for ph in ("train", "test")
-            if any(r["phase"] == ph for r in rows)}
-    wall = time.time() - t0
-    summary = {"stage": stage, "name": cfg["name"], "iterations": solver.iter, "device": device,
-               "final_train_loss": last.get("train"), "final_test_loss": last.get("test"),
-               "wall_s": round(wall, 1),
-               "images_per_s": round((solver.iter - start) * sc["batch_size"] / max(wall, 1e-9), 2),
-               "prepared": str(prep.dir), "weights": str(run / "final.caffemodel")}
-    (run / "training.json").write_text(json.dumps(summary, indent=1))
-    from .figures import plot_learning_curves, plot_reconstructions
-    plot_learning_curves({cfg["name"]: run}, run / "learning_curves.png", f"{stage}: {cfg['name']}")
-    if stage == "pretrain":
-        plot_reconstructions(run, prep, run / "reconstructions.png")
-    say(f"done: {solver.iter} iterations in {wall:.0f} s; final train loss {summary['final_train_loss']}, "
-        f"test loss {summary['final_test_loss']}; weights {run / 'final.caffemodel'}")
+    summary = _finish(cfg, solver, run, prep, losses, device, solver.iter - start, time.time() - t0)
+    say(f"done: {solver.iter} iterations in {summary['wall_s']:.0f} s; final train loss "
+        f"{summary['final_train_loss']}, test loss {summary['final_test_loss']}; weights {summary['weights']}")
     return summary

@@ -93,8 +93,3 @@ def check_imagenet_weights(path):
     digest = h.hexdigest()
     return None if digest == BVLC_ALEXNET_SHA1 else (
         f"warning: {path} has sha1 {digest}, not BVLC's {BVLC_ALEXNET_SHA1}; using it as given")
-
-
-def layer_weights(net, names):
-    """Copies of the parameter arrays of `names` (for before/after comparisons)."""
-    return {n: [b.data.copy() for b in net.params[n]] for n in names}
