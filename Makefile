@@ -13,7 +13,7 @@ GPU_FLAG   := $(if $(GPU),--gpu $(GPU),)
 TRAIN_FLAGS ?=
 
 .PHONY: help setup venv caffe doctor test test-fast data prepare prototxt pretrain finetune evaluate demo \
-        bench table1 table2 clean
+        bench table1 table2 table3 clean
 
 help:
 	@echo "make demo      synthetic phantom -> prepare -> pretrain -> finetune -> evaluate (CPU, <20 min)"
@@ -24,6 +24,7 @@ help:
 	@echo "make pretrain  CAE pre-training with PRETRAIN_CONFIG=$(PRETRAIN_CONFIG)"
 	@echo "make finetune  landmark regressor fine-tuning with CONFIG=$(CONFIG)"
 	@echo "make table1 / make table2   rebuild the paper's Tables I / II from configs/paper/"
+	@echo "make table3    ours: regression vs heatmap head x scratch vs CAE (configs/ours/table3.yaml)"
 	@echo "make bench     caffe time: per-iteration forward/backward ms of the generated nets"
 	@echo "GPU=N          pass --gpu N to training (needs a CUDA build of Caffe)"
 	@echo "TRAIN_FLAGS=--resume (or --overwrite)   for make pretrain / make finetune on an existing run"
@@ -84,6 +85,9 @@ table1: data
 
 table2: data
 	$(DENTCAE) table configs/paper/table2.yaml $(GPU_FLAG)
+
+table3: data
+	$(DENTCAE) table configs/ours/table3.yaml $(GPU_FLAG)
 
 clean:
 	rm -rf runs results data/cache

@@ -13,7 +13,7 @@ from scipy.stats import wilcoxon
 from conftest import ROOT, run_cli, tiny, tiny_config
 from dentcae.config import ConfigError, load_config
 from dentcae.metrics import radial_errors_mm, read_prediction_errors, summarize
-from dentcae.prepare import prepare, to_normalised, to_pixels
+from dentcae.prepare import prepare, sample_box, to_normalised, to_pixels
 from dentcae.report import _tabulate, load_table, run_table
 from dentcae.train import run_dir, train
 
@@ -59,8 +59,7 @@ def _baseline_mm(cfg, pred_csv):
     errs = []
     for r in csv.DictReader(open(pred_csv)):
         s = samples[r["sample"]]
-        box = (int(s["x0"]), int(s["y0"]), int(s["crop_w"]), int(s["crop_h"]), bool(int(s["flipped"])))
-        x, y = to_pixels(mean, *box)[int(r["landmark"]) - 1]
+        x, y = to_pixels(mean, *sample_box(s))[int(r["landmark"]) - 1]
         errs.append(np.hypot(x - float(r["gt_x"]), y - float(r["gt_y"])) * float(s["spacing_mm"]))
     return float(np.mean(errs))
 

@@ -34,6 +34,13 @@ SCHEMA = {
     },
     "prepare": {
         "input_size": 224,
+        "resize": "stretch",                # stretch (the paper's) | pad: black to a square, aspect kept
+        "augment": {                        # transformed copies of each training sample (augment.py)
+            "copies": 0,                    # 0: none (the paper's configs)
+            "rotate_deg": 10.0, "scale": 0.1, "shift": 0.05,     # geometry: +- degrees, fraction, of size
+            "gamma": 0.25, "contrast": 0.2, "noise": 2.0,        # intensity: log-gamma, factor, grey levels
+            "seed": 0,
+        },
         "mean": "imagenet",                 # imagenet (BVLC BGR mean) | dataset (per-channel mean)
         "cae_holdout": 0.1,                 # fraction of all images held out from CAE training
         "regressor_holdout": 0.2,           # fraction of annotated images held out (test split)
@@ -44,7 +51,7 @@ SCHEMA = {
     },
     "model": {
         "init": "scratch",                  # scratch | imagenet | cae
-        "head": "regression",               # finetune: regression (the paper's fc8_landmarks)
+        "head": "regression",               # finetune: regression (the paper's fc8_landmarks) | heatmap
         "pretext": "cae",                   # pretrain: cae (the paper's auto-encoder)
         "imagenet_weights": "bvlc_alexnet.caffemodel",
         "cae_run": None,                    # pretrain run folder whose final weights are copied
@@ -54,6 +61,9 @@ SCHEMA = {
         "fc_width": 4096,                   # fc6/fc7 and the CAE's dec_fc6/dec_fc7 (AlexNet: 4096;
                                             # the tests use narrow nets, same names and code paths)
         "num_landmarks": None,              # None: from the dataset
+        "head_width": 128,                  # heatmap head: channels after conv5 (half after conv2)
+        "head_lr_mult": 1.0,                # heatmap head: learning-rate multiplier of its layers
+        "heatmap_sigma": 2.0,               # heatmap head: target Gaussian sigma in heatmap pixels
     },
     "solver": {
         "type": "SGD",                      # SGD | Adam
@@ -83,7 +93,7 @@ SCHEMA = {
 OPTIONAL_TYPES = (str, int, float, dict, list)
 STAGES = ("pretrain", "finetune")
 INITS = ("scratch", "imagenet", "cae")
-HEADS = ("regression",)
+HEADS = ("regression", "heatmap")
 PRETEXTS = ("cae",)
 
 
@@ -191,6 +201,10 @@ def validate_values(cfg):
             raise ConfigError(f"config key 'model.{key}' must be one of {allowed}, got {cfg['model'][key]!r}")
     if cfg["model"]["fc_width"] < 1:
         raise ConfigError("config key 'model.fc_width' must be at least 1")
+    if cfg["prepare"]["resize"] not in ("stretch", "pad"):
+        raise ConfigError(f"config key 'prepare.resize' must be stretch or pad, got {cfg['prepare']['resize']!r}")
+    if cfg["prepare"]["augment"]["copies"] < 0:
+        raise ConfigError("config key 'prepare.augment.copies' must be 0 or more")
     if cfg["prepare"]["mean"] not in ("imagenet", "dataset"):
         raise ConfigError("config key 'prepare.mean' must be imagenet or dataset")
     if cfg["solver"]["type"] not in ("SGD", "Adam"):

@@ -20,7 +20,8 @@ from .figures import plot_detections, plot_error_cdf
 from .infer import predict_split
 from .metrics import (PRED_FIELDS, SDR_MM, markdown_table, prediction_rows, radial_errors_mm,
                       read_predictions, summarize)
-from .prepare import configured_dataset, prepare, to_pixels
+from . import heatmap
+from .prepare import configured_dataset, prepare, sample_box, to_pixels
 
 
 def resolve_checkpoint(checkpoint):
@@ -37,22 +38,32 @@ def resolve_checkpoint(checkpoint):
     return run, weights
 
 
-def _box(sample):
-    return (int(sample["x0"]), int(sample["y0"]), int(sample["crop_w"]), int(sample["crop_h"]),
-            bool(int(sample["flipped"])))
+# Each head's decoder: net outputs -> (N, K, 2) normalised crop coordinates (then to image pixels).
+# The heatmap decoder is robust to far-off peaks through a shape prior from the training labels.
+DECODERS = {
+    "regression": lambda outputs, size, train_labels: np.asarray(outputs, float).reshape(len(outputs), -1, 2),
+    "heatmap": lambda outputs, size, train_labels: heatmap.decode_with_prior(
+        outputs, size, heatmap.ShapePrior(train_labels)),
+    "heatmap_argmax": lambda outputs, size, train_labels: heatmap.decode(outputs, size)}
 
 
-def regression_to_pixels(outputs, samples):
-    """fc8_landmarks outputs (N, 2K) in normalised crop coordinates -> (N, K, 2) image pixels."""
-    labels = np.asarray(outputs, float).reshape(len(samples), -1, 2)
-    return np.array([to_pixels(p, *_box(s)) for p, s in zip(labels, samples)])
+def train_labels(prepared):
+    """(N, K, 2) normalised labels of the original (not augmented) training samples."""
+    with h5py.File(prepared.h5("reg_train"), "r") as f:
+        return f["label"][...].reshape(len(f["label"]), -1, 2).astype(np.float64)
+
+
+def outputs_to_pixels(decoder, outputs, samples, size, labels_train):
+    """A head's outputs for `samples` -> (N, K, 2) original-image pixels; the scoring below never
+    knows which head made them."""
+    labels = DECODERS[decoder](outputs, size, labels_train)
+    return np.array([to_pixels(p, *sample_box(s)) for p, s in zip(labels, samples)])
 
 
 def mean_shape_pixels(prepared, samples):
     """The no-learning baseline: the training set's mean label, placed in every test sample."""
-    with h5py.File(prepared.h5("reg_train"), "r") as f:
-        mean = f["label"][...].mean(0).reshape(-1, 2)
-    return np.array([to_pixels(mean, *_box(s)) for s in samples])
+    mean = train_labels(prepared).mean(0)
+    return np.array([to_pixels(mean, *sample_box(s)) for s in samples])
 
 
 def ground_truth_pixels(ds, samples):
@@ -97,12 +108,14 @@ def describe(d):
             f"{'/'.join(f'{s:g}' for s in d['spacing_mm'] or [])} mm/px; input {d['input_size']} px.")
 
 
-def score(pred_px, gt_px, base_px, samples, names):
-    """(stats with the mean-shape baseline, (N, K) errors in mm) of predictions in image pixels."""
+def score(pred_px, gt_px, samples, names, base_px=None):
+    """(stats, with the mean-shape baseline when base_px is given, and the (N, K) errors in mm) of
+    predictions in image pixels."""
     spacing = [float(s["spacing_mm"]) for s in samples]
     err_mm = radial_errors_mm(pred_px, gt_px, spacing)
     stats = summarize(err_mm, names)
-    stats["baseline_mean_shape_mre_mm"] = float(radial_errors_mm(base_px, gt_px, spacing).mean())
+    if base_px is not None:
+        stats["baseline_mean_shape_mre_mm"] = float(radial_errors_mm(base_px, gt_px, spacing).mean())
     return stats, err_mm
 
 
@@ -115,8 +128,13 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
     ds = configured_dataset(cfg)
     names = prep.meta["landmark_names"]
     outputs = predict_split(run / "deploy.prototxt", weights, prep, split, gpu)
-    pred_px, gt_px = regression_to_pixels(outputs, samples), ground_truth_pixels(ds, samples)
-    stats, err_mm = score(pred_px, gt_px, mean_shape_pixels(prep, samples), samples, names)
+    size, head, labels_train = prep.meta["input_size"], cfg["model"]["head"], train_labels(prep)
+    pred_px = outputs_to_pixels(head, outputs, samples, size, labels_train)
+    gt_px = ground_truth_pixels(ds, samples)
+    stats, err_mm = score(pred_px, gt_px, samples, names, mean_shape_pixels(prep, samples))
+    if head == "heatmap":        # what the shape prior changed: the plain argmax decoding's result
+        plain = outputs_to_pixels("heatmap_argmax", outputs, samples, size, labels_train)
+        stats["argmax_decoding"] = score(plain, gt_px, samples, names)[0]
     out = Path(out) if out else run
     out.mkdir(parents=True, exist_ok=True)
     rows = prediction_rows(samples, names, gt_px, pred_px, err_mm, [float(s["spacing_mm"]) for s in samples])

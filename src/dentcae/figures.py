@@ -84,7 +84,8 @@ def _detection_panel(ax, panel, colours):
                 ax.annotate(f"{e:.1f}", (px, py), xytext=(4, 4), textcoords="offset points",
                             color=colour, fontsize=7)
         parts.append(f"{label}: {err.mean():.2f} mm")
-    ax.set_title(f"{panel['title']}\nmean radial error {'; '.join(parts)}", fontsize=9)
+    note = " (numbers: radial error in mm)" if len(panel["preds"]) == 1 else ""
+    ax.set_title(f"{panel['title']}\nmean radial error {'; '.join(parts)}{note}", fontsize=9)
     ax.axis("off")
 
 

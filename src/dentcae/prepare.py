@@ -3,9 +3,13 @@
     prep = prepare(cfg)   # -> Prepared: paths of the split files, sample table, counts
 
 Bilateral images give two samples: the left half as is, the right half mirrored onto the left (its
-landmarks re-indexed right[i] -> left[i] and x flipped). Each sample is resized to SxS, replicated to
-3 channels and mean-subtracted. Coordinates use pixel centres (pixel i is at i); a landmark u in a
-crop of width w is stored as (u + 0.5) / w in [0, 1], so `to_pixels` inverts it exactly.
+landmarks re-indexed right[i] -> left[i] and x flipped). Each sample is resized to SxS (`resize:
+stretch`, the paper's) or padded with black at the right and bottom to a square first (`resize: pad`,
+aspect-preserving), replicated to 3 channels and mean-subtracted. Coordinates use pixel centres
+(pixel i is at i); a landmark u in a box of width w (the crop, or the padded square) is stored as
+(u + 0.5) / w in [0, 1], so `to_pixels` inverts it exactly. A heatmap head's targets (heatmap.py)
+are stored beside the labels; `augment.copies` > 0 adds transformed training copies (augment.py) in
+reg_train_aug.h5, which reg_train.txt lists after reg_train.h5.
 Splits (splits.py) are seeded and grouped: both halves of an image, and images of one declared group,
 always share a split; landmarks.csv may pin images to train or test. Results are cached under
 prepare.cache_dir by a hash of the inputs and settings.
@@ -22,15 +26,17 @@ import cv2
 import h5py
 import numpy as np
 
+from . import heatmap
+from .augment import augment
 from .data import DataError, check_landmarks_inside, load_dataset, read_image, select_landmarks
 from .phantom import write_phantom
 from .splits import assign_splits
 
 IMAGENET_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
-PREPARE_VERSION = "2"   # bump when the output format or the maths change: part of the cache key
+PREPARE_VERSION = "3"   # bump when the output format or the maths change: part of the cache key
 SPLITS = ("cae_train", "cae_test", "reg_train", "reg_test")
-SAMPLE_FIELDS = ["index", "image", "side", "flipped", "x0", "y0", "crop_w", "crop_h", "scale_x",
-                 "scale_y", "spacing_mm", "group", "pin", "annotated"] + list(SPLITS)
+SAMPLE_FIELDS = ["index", "image", "side", "flipped", "x0", "y0", "crop_w", "crop_h", "box_w", "box_h",
+                 "scale_x", "scale_y", "spacing_mm", "group", "pin", "annotated"] + list(SPLITS)
 
 
 @dataclass
@@ -44,6 +50,10 @@ class Prepared:
 
     def h5(self, split):
         return self.dir / f"{split}.h5"
+
+    def h5_files(self, split):
+        """Every .h5 file the split's source lists (reg_train: the originals, then the copies)."""
+        return [Path(line) for line in self.source(split).read_text().split()]
 
     def count(self, split):
         return self.meta["counts"][split]
@@ -61,20 +71,40 @@ def crops_of(layout, width, height):
     return [("left", 0, hw, False), ("right", width - hw, hw, True)]
 
 
-def to_normalised(points, x0, y0, w, h, flipped):
-    """Original pixel coords (N, 2) -> labels in [0, 1] of the (possibly mirrored) crop."""
+def to_normalised(points, x0, y0, w, h, flipped, box_w=None, box_h=None):
+    """Original pixel coords (N, 2) -> labels in [0, 1] of the (possibly mirrored) w x h crop, in a
+    box_w x box_h box (the crop itself, or the square it is padded to)."""
     u = points[:, 0] - x0
     if flipped:
         u = (w - 1) - u
-    return np.stack([(u + 0.5) / w, (points[:, 1] - y0 + 0.5) / h], 1)
+    return np.stack([(u + 0.5) / (box_w or w), (points[:, 1] - y0 + 0.5) / (box_h or h)], 1)
 
 
-def to_pixels(labels, x0, y0, w, h, flipped):
+def to_pixels(labels, x0, y0, w, h, flipped, box_w=None, box_h=None):
     """Inverse of to_normalised: labels (N, 2) -> original-image pixel coordinates."""
-    u = labels[:, 0] * w - 0.5
+    u = labels[:, 0] * (box_w or w) - 0.5
     if flipped:
         u = (w - 1) - u
-    return np.stack([u + x0, labels[:, 1] * h - 0.5 + y0], 1)
+    return np.stack([u + x0, labels[:, 1] * (box_h or h) - 0.5 + y0], 1)
+
+
+def sample_box(sample):
+    """The to_pixels arguments after the labels, from a samples.csv row."""
+    return (int(sample["x0"]), int(sample["y0"]), int(sample["crop_w"]), int(sample["crop_h"]),
+            bool(int(sample["flipped"])), int(sample["box_w"]), int(sample["box_h"]))
+
+
+def resize_sample(crop, size, mode):
+    """A crop -> size x size: stretched, or padded with black at the right and bottom to a square
+    first. Returns the image and the box (box_w, box_h) its labels are normalised by."""
+    h, w = crop.shape
+    if mode == "pad":
+        side = max(h, w)
+        square = np.zeros((side, side), np.float32)
+        square[:h, :w] = crop
+        crop, (w, h) = square, (side, side)
+    interp = cv2.INTER_AREA if w > size else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=interp), (w, h)
 
 
 def _inputs_hash(ds, settings):
@@ -106,7 +136,7 @@ def _load_images(ds, skip_bad, progress):
     return good, skipped
 
 
-def _make_samples(ds, loaded, size):
+def _make_samples(ds, loaded, size, mode="stretch"):
     data, labels, rows = [], [], []
     for rec, img in loaded:
         h, w = img.shape
@@ -114,25 +144,51 @@ def _make_samples(ds, loaded, size):
             crop = img[:, x0:x0 + cw]
             if flipped:
                 crop = crop[:, ::-1]
-            interp = cv2.INTER_AREA if cw > size else cv2.INTER_LINEAR
-            data.append(cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=interp))
+            sample, (bw, bh) = resize_sample(crop, size, mode)
+            data.append(sample)
             idx = ds.side_indices(side)
             if rec.annotated:
-                labels.append(to_normalised(rec.landmarks[idx], x0, 0, cw, h, flipped).reshape(-1))
+                labels.append(to_normalised(rec.landmarks[idx], x0, 0, cw, h, flipped, bw, bh).reshape(-1))
             else:
                 labels.append(np.full(2 * len(idx), np.nan))
             rows.append({"index": len(rows), "image": rec.name, "side": side, "flipped": int(flipped),
-                         "x0": x0, "y0": 0, "crop_w": cw, "crop_h": h, "scale_x": size / cw,
-                         "scale_y": size / h, "spacing_mm": rec.spacing_mm, "group": rec.group,
+                         "x0": x0, "y0": 0, "crop_w": cw, "crop_h": h, "box_w": bw, "box_h": bh,
+                         "scale_x": size / bw, "scale_y": size / bh, "spacing_mm": rec.spacing_mm, "group": rec.group,
                          "pin": rec.split,
                          "annotated": int(bool(rec.annotated and not np.isnan(labels[-1]).any()))})
     return np.stack(data).astype(np.float32), np.stack(labels).astype(np.float32), rows
 
 
-def _write_h5(path, data, labels):
+def _write_h5(path, data, labels, targets=None):
+    """data, label (normalised coordinates) and, for a heatmap head, heatmap (its targets)."""
     with h5py.File(path, "w") as f:
         f.create_dataset("data", data=data)
         f.create_dataset("label", data=labels)
+        if targets is not None:
+            f.create_dataset("heatmap", data=targets(labels))
+
+
+def label_targets(cfg):
+    """labels (N, 2K) -> the head's extra HDF5 targets, or None when the labels are the targets."""
+    m, size = cfg["model"], cfg["prepare"]["input_size"]
+    if cfg["stage"] != "finetune" or m["head"] != "heatmap":
+        return None
+    return lambda labels: heatmap.encode(labels.reshape(len(labels), -1, 2), size, m["heatmap_sigma"])
+
+
+def _augmented(rows, gray, labels, pc, bgr, targets, path):
+    """Write reg_train's transformed copies to `path`; returns how many."""
+    idx = [r["index"] for r in rows if r["reg_train"]]
+    k = labels.shape[1] // 2
+    images, moved = augment(gray[idx], labels[idx].reshape(-1, k, 2), pc["augment"]["copies"], pc["augment"],
+                            seed=pc["augment"]["seed"])
+    _write_h5(path, _to_input(images, bgr), moved.reshape(len(moved), -1).astype(np.float32), targets)
+    return len(images)
+
+
+def _to_input(gray, bgr):
+    """Grey samples -> 3-channel mean-subtracted float32 network input."""
+    return np.repeat(gray[:, None], 3, axis=1) - np.asarray(bgr, np.float32)[None, :, None, None]
 
 
 def configured_dataset(cfg):
@@ -140,19 +196,25 @@ def configured_dataset(cfg):
     return select_landmarks(load_dataset(cfg["dataset"]["root"]), cfg["dataset"]["landmarks"])
 
 
-def _write_prepared(out, ds, data, labels, rows, meta):
-    """The four split files, samples.csv and prepared.json, built in a temporary folder that is
-    renamed to `out` only when complete."""
+def _write_prepared(out, ds, gray, labels, rows, meta, pc, targets):
+    """The split files (and reg_train's augmented copies), samples.csv and prepared.json, built in a
+    temporary folder that is renamed to `out` only when complete."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".partial-", dir=out.parent))
     try:
+        data = _to_input(gray, meta["mean_bgr"])
         for split in SPLITS:
             idx = [r["index"] for r in rows if r[split]]
             meta["counts"][split] = len(idx)
             if not idx:
                 raise DataError(f"{ds.root}: split '{split}' would be empty; add images or change holdouts")
-            _write_h5(tmp / f"{split}.h5", data[idx], labels[idx])
-            (tmp / f"{split}.txt").write_text(str((out / f"{split}.h5").resolve()) + "\n")  # the final folder
+            _write_h5(tmp / f"{split}.h5", data[idx], labels[idx], targets if split.startswith("reg") else None)
+            files = [out / f"{split}.h5"]                      # list files name the final folder
+            if split == "reg_train" and pc["augment"]["copies"]:
+                meta["counts"]["reg_train_aug"] = _augmented(rows, gray, labels, pc, meta["mean_bgr"], targets,
+                                                             tmp / "reg_train_aug.h5")
+                files.append(out / "reg_train_aug.h5")
+            (tmp / f"{split}.txt").write_text("".join(f"{f.resolve()}\n" for f in files))
         with (tmp / "samples.csv").open("w", newline="") as fh:
             w = csv.DictWriter(fh, SAMPLE_FIELDS, lineterminator="\n")
             w.writeheader()
@@ -166,34 +228,40 @@ def _write_prepared(out, ds, data, labels, rows, meta):
         raise
 
 
+def _settings(cfg):
+    """Everything besides the files that decides what prepare writes: part of the cache key."""
+    dc, m = cfg["dataset"], cfg["model"]
+    head = {"head": m["head"], "heatmap_sigma": m["heatmap_sigma"]} if label_targets(cfg) else {}
+    return {**cfg["prepare"], **{k: dc[k] for k in ("skip_bad", "landmarks", "label_budget")}, **head}
+
+
 def prepare(cfg, progress=lambda xs: xs, log=print):
     """Prepare (or find in the cache) the four splits for a resolved config; returns Prepared."""
     pc, dc = cfg["prepare"], cfg["dataset"]
     ds = configured_dataset(cfg)
-    key = _inputs_hash(ds, {**pc, **{k: dc[k] for k in ("skip_bad", "landmarks", "label_budget")}})
+    key = _inputs_hash(ds, _settings(cfg))
     out = Path(pc["cache_dir"]) / f"{ds.name}-{key}"
     if (out / "prepared.json").exists():
         return Prepared(out, json.loads((out / "prepared.json").read_text()))
     loaded, skipped = _load_images(ds, dc["skip_bad"], progress)
     for s in skipped:
         log(f"skipped {s['image']}: {s['error']}")
-    gray, labels, rows = _make_samples(ds, loaded, pc["input_size"])
+    gray, labels, rows = _make_samples(ds, loaded, pc["input_size"], pc["resize"])
     if sum(r["annotated"] for r in rows) < 2:
         raise DataError(f"{ds.root}: fewer than 2 fully annotated samples; the regressor needs some")
     assign_splits(rows, pc, dc["label_budget"])
     train_idx = [r["index"] for r in rows if r["cae_train"]]
-    bgr = np.array(IMAGENET_BGR_MEAN) if pc["mean"] == "imagenet" else \
-        np.full(3, float(gray[train_idx].mean()))
-    data = np.repeat(gray[:, None], 3, axis=1) - bgr.astype(np.float32)[None, :, None, None]
+    bgr = IMAGENET_BGR_MEAN if pc["mean"] == "imagenet" else [float(gray[train_idx].mean())] * 3
     meta = {"dataset": ds.name, "synthetic": ds.synthetic, "dataset_root": str(ds.root), "layout": ds.layout,
             "landmark_names": [ds.landmark_names[i] for i in ds.side_indices("left" if ds.layout == "bilateral" else "whole")],
-            "num_landmarks": ds.sample_landmarks, "input_size": pc["input_size"], "mean_bgr": bgr.tolist(),
-            "counts": {}, "images": len(loaded), "skipped": skipped, "key": key,
+            "num_landmarks": ds.sample_landmarks, "input_size": pc["input_size"], "resize": pc["resize"],
+            "mean_bgr": list(bgr), "counts": {}, "images": len(loaded), "skipped": skipped, "key": key,
             "label_budget": dc["label_budget"], "spacing_mm": sorted({r.spacing_mm for r, _ in loaded}),
             "labelled_train_images": len({r["image"] for r in rows if r["reg_train"]}),
             "test_images": len({r["image"] for r in rows if r["reg_test"]}),
-            "pinned": {p: len({r["image"] for r in rows if r["pin"] == p}) for p in ("train", "test")}}
-    _write_prepared(out, ds, data, labels, rows, meta)
+            "pinned": {p: len({r["image"] for r in rows if r["pin"] == p}) for p in ("train", "test")},
+            "augment": pc["augment"], "targets": _settings(cfg).get("head", "coordinates")}
+    _write_prepared(out, ds, gray, labels, rows, meta, pc, label_targets(cfg))
     return Prepared(out, meta)
 
 

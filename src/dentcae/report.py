@@ -109,6 +109,7 @@ class _Collected:
         self.samples = {k: [] for k in arms}     # per repeat: the sample ids of those rows
         self.runs, self.replaced, self.cae_runs, self.baselines = {}, set(), [], []
         self.names, self.synthetic, self.dataset_root, self.data = None, False, None, None
+        self.wall_s = {}                          # training seconds per arm, all repeats
 
     def add(self, key, cfg, summary):
         run = run_dir(cfg)
@@ -118,6 +119,7 @@ class _Collected:
         self.runs.setdefault(key, []).append(run)
         self.names, self.synthetic = [p["name"] for p in summary["landmarks"]], summary["synthetic"]
         self.dataset_root, self.data = cfg["dataset"]["root"], summary["data"]
+        self.wall_s[key] = self.wall_s.get(key, 0.0) + float(summary["training"].get("wall_s", 0.0))
         self.baselines.append(summary["baseline_mean_shape_mre_mm"])
 
 
@@ -177,13 +179,17 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print)
     arms = {a["key"]: a for a in table["arms"]}
     got = _run_arms(table, arms, gpu, overrides, log)
     result = _tabulate(table, arms, got.errors, got.names, sorted(got.replaced), got.synthetic, got.samples,
-                       describe(got.data))
+                       describe(got.data), got.wall_s)
     result["data"] = got.data
     baseline = float(np.mean(got.baselines))
     result["baseline_mean_shape_mre_mm"] = baseline
     markdown = result.pop("markdown_text") + (
         f"\nNo-learning baseline: predicting the training set's mean landmarks gives an MRE of "
         f"{baseline:.4f} mm on the same test samples.\n")
+    if got.cae_runs:
+        cae_s = [json.loads((r / "training.json").read_text())["wall_s"] for r in dict.fromkeys(got.cae_runs)]
+        result["cae_wall_s"] = float(sum(cae_s))
+        markdown += f"CAE pre-training: {sum(cae_s) / 60:.1f} min ({len(cae_s)} run(s)).\n"
     stem = out / table["name"]
     result["markdown"] = str(stem) + ".md"
     write_atomic(str(stem) + ".md", markdown)
@@ -222,12 +228,13 @@ def _arm_row(key, arm, errors):
 
 
 def _overall_lines(rows):
-    """MRE and success detection rates per arm."""
-    lines = ["", "| arm | MRE (mm) | " + " | ".join(f"SDR {t:g} mm" for t in SDR_MM) + " |",
-             "|---|---|" + "---|" * len(SDR_MM)]
+    """MRE, success detection rates and training time per arm."""
+    lines = ["", "| arm | MRE (mm) | " + " | ".join(f"SDR {t:g} mm" for t in SDR_MM) + " | training |",
+             "|---|---|" + "---|" * (len(SDR_MM) + 1)]
     for r in rows:
+        wall = f"{r['train_wall_s'] / 60:.1f} min" if r.get("train_wall_s") else "n/a"
         lines.append(f"| {r['label']} | {r['ours_mre_mm']:.2f} | "
-                     + " | ".join(f"{100 * v:.1f}%" for v in r["ours_sdr"].values()) + " |")
+                     + " | ".join(f"{100 * v:.1f}%" for v in r["ours_sdr"].values()) + f" | {wall} |")
     return lines
 
 
@@ -251,7 +258,7 @@ def _comparisons(table, arms, errors, samples, by_key):
     return comps, lines
 
 
-def _tabulate(table, arms, errors, names, replaced, synthetic, samples=None, data_line=None):
+def _tabulate(table, arms, errors, names, replaced, synthetic, samples=None, data_line=None, wall_s=None):
     """The table's numbers (rows, comparisons) and its Markdown text."""
     lines = [f"# {table.get('title', table['name'])}", ""]
     if synthetic:
@@ -265,6 +272,7 @@ def _tabulate(table, arms, errors, names, replaced, synthetic, samples=None, dat
     rows = []
     for key, arm in arms.items():
         row, arm_lines = _arm_row(key, arm, errors[key])
+        row["train_wall_s"] = (wall_s or {}).get(key)
         rows.append(row)
         lines += arm_lines
     lines += _overall_lines(rows)

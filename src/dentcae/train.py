@@ -52,11 +52,11 @@ def _test_batch(count, wanted):
 
 def _check_finite(prep, splits):
     for split in splits:
-        with h5py.File(prep.h5(split), "r") as f:
-            for key in ("data", "label") if split.startswith("reg") else ("data",):
-                if not np.isfinite(f[key][...]).all():
-                    raise TrainingError(f"{prep.h5(split)}: dataset '{key}' holds NaN or inf; "
-                                        "refusing to train on it")
+        for path in prep.h5_files(split):
+            with h5py.File(path, "r") as f:
+                for key in (k for k in ("data", "label", "heatmap") if k in f and (k == "data" or split.startswith("reg"))):
+                    if not np.isfinite(f[key][...]).all():
+                        raise TrainingError(f"{path}: dataset '{key}' holds NaN or inf; refusing to train on it")
 
 
 def _num_landmarks(cfg, prep):
