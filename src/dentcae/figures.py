@@ -85,7 +85,7 @@ def _detection_panel(ax, panel, colours):
                             color=colour, fontsize=7)
         parts.append(f"{label}: {err.mean():.2f} mm")
     note = " (numbers: radial error in mm)" if len(panel["preds"]) == 1 else ""
-    ax.set_title(f"{panel['title']}\nmean radial error {'; '.join(parts)}{note}", fontsize=9)
+    ax.set_title(f"{panel['title']}{note}\nmean radial error: " + "\n".join(parts), fontsize=9)
     ax.axis("off")
 
 
