@@ -6,6 +6,7 @@ dotted path), and every value must have the schema default's type. `--set a.b=va
 apply last and are parsed as YAML scalars.
 """
 import copy
+import re
 from pathlib import Path
 
 import yaml
@@ -132,11 +133,23 @@ def merge(base, over):
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads 1e-3 (no dot) as a string; like YAML 1.2, read it as the number it is."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$"), list("-+0123456789."))
+
+
+def yaml_load(text):
+    return yaml.load(text, Loader=_Loader)
+
+
 def read_yaml_mapping(path, what="config", allow_empty=True):
     """A YAML file that must hold a mapping; every failure is a ConfigError naming the file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"{what} file not found: {path}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -176,7 +189,10 @@ def parse_set(items):
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: not a valid YAML value ({e})") from None
     return out
 
 
@@ -193,7 +209,17 @@ def load_config(path, overrides=None):
     return cfg
 
 
+def check_name(name, key="name"):
+    """A run or table name: one plain path component (it names a folder that may be deleted)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name \
+            or name.startswith("~") or "\0" in name:
+        raise ConfigError(f"config key '{key}' must be a plain folder name (no '/', '..', '~' or empty), "
+                          f"got {name!r}")
+    return name
+
+
 def validate_values(cfg):
+    check_name(cfg["name"])
     if cfg["stage"] not in STAGES:
         raise ConfigError(f"config key 'stage' must be one of {STAGES}, got {cfg['stage']!r}")
     for key, allowed in (("init", INITS), ("head", HEADS), ("pretext", PRETEXTS)):
@@ -212,8 +238,9 @@ def validate_values(cfg):
     for key in ("cae_holdout", "regressor_holdout"):
         if not 0 < cfg["prepare"][key] < 1:
             raise ConfigError(f"config key 'prepare.{key}' must be between 0 and 1")
-    if cfg["prepare"]["input_size"] < 67:
-        raise ConfigError("config key 'prepare.input_size' must be at least 67 (AlexNet's pool5 needs it)")
+    if not 67 <= cfg["prepare"]["input_size"] <= 2048:
+        raise ConfigError("config key 'prepare.input_size' must be 67 (AlexNet's pool5 needs it) to 2048")
+    _check_solver_ranges(cfg["solver"])
     synth = cfg["dataset"]["synth"]
     if synth is not None:
         if not isinstance(synth, dict) or set(synth) - {"images", "annotated", "seed"}:
@@ -229,6 +256,21 @@ def validate_values(cfg):
         if not all(isinstance(x, str) for x in cfg["model"][name]):
             raise ConfigError(f"config key 'model.{name}' must be a list of layer names")
     return cfg
+
+
+def _check_solver_ranges(sc):
+    """Values Caffe would abort on (CHECK failures kill the process) or that make no run."""
+    least = {"max_iter": 1, "batch_size": 1, "test_batch_size": 1, "test_interval": 1, "snapshot": 0,
+             "display": 0}
+    if sc["lr_policy"] in ("step", "sigmoid"):
+        least["stepsize"] = 1
+    for key, low in least.items():
+        if sc[key] < low:
+            raise ConfigError(f"config key 'solver.{key}' must be at least {low}, got {sc[key]!r}")
+    if not sc["base_lr"] > 0 or not 0 <= sc["momentum"] < 1 or not 0 <= sc["momentum2"] < 1:
+        raise ConfigError("config keys 'solver.base_lr' must be > 0 and 'solver.momentum'/'momentum2' in [0, 1)")
+    if sc["weight_decay"] < 0:
+        raise ConfigError(f"config key 'solver.weight_decay' must be >= 0, got {sc['weight_decay']!r}")
 
 
 def dump_config(cfg, path):

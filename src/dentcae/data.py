@@ -131,7 +131,7 @@ def _read_csv(path, k, default_spacing):
     """-> {image name: (landmarks (K,2), spacing, group, row, split pin)}"""
     if not path.exists():
         raise DataError(f"{path}: missing (write a header 'image,x1,y1,...' even with no rows)")
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:     # -sig: Excel's UTF-8 CSVs start with a BOM
         rows = list(csv.reader(fh))
     if not rows:
         raise DataError(f"{path}: empty file (needs at least the header)")

@@ -17,11 +17,29 @@ from .atomic import write_atomic, write_csv_atomic
 from .config import load_config
 from .data import read_image
 from .figures import plot_detections, plot_error_cdf
-from .infer import predict_split
+from .infer import net_shapes, predict_split
 from .metrics import (PRED_FIELDS, SDR_MM, markdown_table, prediction_rows, radial_errors_mm,
                       read_predictions, summarize)
 from . import heatmap
 from .prepare import configured_dataset, prepare, sample_box, to_pixels
+from .transfer import mismatches
+
+
+class EvaluationError(ValueError):
+    pass
+
+
+def check_checkpoint(deploy, weights, head, num_landmarks):
+    """Refuse, before predicting, weights that do not fill the deploy net exactly (Caffe would keep
+    missing layers random, or abort on a shape) and a net whose output does not fit K landmarks."""
+    expected, out_shape = net_shapes(deploy)
+    problems = mismatches(expected, weights)
+    want = 2 * num_landmarks if head == "regression" else num_landmarks
+    if out_shape[1] != want:
+        problems.append(f"the net outputs {out_shape[1]} {'values' if head == 'regression' else 'heatmaps'} per "
+                        f"sample, the data has {num_landmarks} landmarks per sample (needs {want})")
+    if problems:
+        raise EvaluationError(f"{weights} does not fit {deploy} and this data: " + "; ".join(problems))
 
 
 def resolve_checkpoint(checkpoint):
@@ -127,6 +145,7 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
     samples = [r for r in prep.samples() if int(r[split])]
     ds = configured_dataset(cfg)
     names = prep.meta["landmark_names"]
+    check_checkpoint(run / "deploy.prototxt", weights, cfg["model"]["head"], prep.meta["num_landmarks"])
     outputs = predict_split(run / "deploy.prototxt", weights, prep, split, gpu)
     size, head, labels_train = prep.meta["input_size"], cfg["model"]["head"], train_labels(prep)
     pred_px = outputs_to_pixels(head, outputs, samples, size, labels_train)

@@ -16,6 +16,14 @@ def load_net(deploy, weights):
     return caffe.Net(str(deploy), str(weights), caffe.TEST)
 
 
+def net_shapes(deploy):
+    """({layer: [blob shapes]} of a deploy net's parameters, its first output's shape), without weights."""
+    caffe = get_caffe()
+    net = caffe.Net(str(deploy), caffe.TEST)
+    return ({name: [tuple(b.data.shape) for b in blobs] for name, blobs in net.params.items()},
+            tuple(net.blobs[net.outputs[0]].data.shape))
+
+
 def predict(deploy, weights, data, batch=16):
     """Forward (N, C, S, S) float32 arrays through a deploy net, on the current device."""
     net = load_net(deploy, weights)

@@ -29,6 +29,7 @@ import numpy as np
 from . import heatmap
 from .augment import augment
 from .data import DataError, check_landmarks_inside, load_dataset, read_image, select_landmarks
+from .locks import exclusive
 from .phantom import write_phantom
 from .splits import assign_splits
 
@@ -237,12 +238,19 @@ def _settings(cfg):
 
 def prepare(cfg, progress=lambda xs: xs, log=print):
     """Prepare (or find in the cache) the four splits for a resolved config; returns Prepared."""
-    pc, dc = cfg["prepare"], cfg["dataset"]
     ds = configured_dataset(cfg)
     key = _inputs_hash(ds, _settings(cfg))
-    out = Path(pc["cache_dir"]) / f"{ds.name}-{key}"
-    if (out / "prepared.json").exists():
-        return Prepared(out, json.loads((out / "prepared.json").read_text()))
+    out = Path(cfg["prepare"]["cache_dir"]) / f"{ds.name}-{key}"
+    if not (out / "prepared.json").exists():
+        with exclusive(out.parent / f".{out.name}.lock", f"prepared-data cache entry {out}", remove=True):
+            if not (out / "prepared.json").exists():      # another process may have just finished it
+                _build(cfg, ds, key, out, progress, log)
+    return Prepared(out, json.loads((out / "prepared.json").read_text()))
+
+
+def _build(cfg, ds, key, out, progress, log):
+    """Decode, crop, resize and split the dataset, and write the cache entry `out`."""
+    pc, dc = cfg["prepare"], cfg["dataset"]
     loaded, skipped = _load_images(ds, dc["skip_bad"], progress)
     for s in skipped:
         log(f"skipped {s['image']}: {s['error']}")
@@ -262,7 +270,6 @@ def prepare(cfg, progress=lambda xs: xs, log=print):
             "pinned": {p: len({r["image"] for r in rows if r["pin"] == p}) for p in ("train", "test")},
             "augment": pc["augment"], "targets": _settings(cfg).get("head", "coordinates")}
     _write_prepared(out, ds, gray, labels, rows, meta, pc, label_targets(cfg))
-    return Prepared(out, meta)
 
 
 def ensure_dataset(cfg, log=print):

@@ -16,7 +16,7 @@ import yaml
 from scipy.stats import wilcoxon
 
 from .atomic import write_atomic, write_csv_atomic
-from .config import ConfigError, load_config, merge, parse_set, read_yaml_mapping
+from .config import ConfigError, check_name, load_config, merge, parse_set, read_yaml_mapping
 from .evaluate import describe, detection_panels, evaluate_checkpoint
 from .figures import plot_detections, plot_error_cdf, plot_learning_curves, plot_reconstructions
 from .infer import predict, split_data
@@ -47,6 +47,10 @@ def load_table(path):
                 raise ConfigError(f"{path}: arms[{i}]: unknown key '{key}' (known: {', '.join(sorted(ARM_KEYS))})")
     if "name" not in t:
         raise ConfigError(f"{path}: a table needs a 'name' (its runs go to runs/<name>/)")
+    try:
+        check_name(t["name"])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     keys = [a["key"] for a in t["arms"]]
     for a, b in t.get("comparisons", []):
         if a not in keys or b not in keys:

@@ -24,6 +24,7 @@ from .backend import get_caffe, set_device
 from .config import ConfigError, dump_config
 from .figures import plot_learning_curves, plot_reconstructions
 from .infer import predict, split_data
+from .locks import exclusive
 from .losslog import LossLog
 from .prepare import ensure_dataset, prepare
 from .snapshots import Snapshots
@@ -145,8 +146,12 @@ def _test_loss(test_net, test_iter):
 
 
 def _open_run(cfg, resume, overwrite):
-    """The run folder, emptied for a fresh start when `overwrite`; checks a resume can resume."""
+    """The run folder, emptied for a fresh start when `overwrite`; checks a resume can resume.
+    Only runs_dir/name itself is ever deleted, and only when it lies inside runs_dir."""
     run = run_dir(cfg)
+    root = Path(cfg["runs_dir"]).resolve()
+    if run.resolve().parent != root:
+        raise TrainingError(f"run folder {run} is not a folder directly inside runs_dir {root}; refusing")
     if resume and not (run / "snapshots" / "latest.json").exists():
         raise TrainingError(f"--resume: no complete snapshot in {run / 'snapshots'} to resume from")
     if not resume and run.exists() and any(run.iterdir()):
@@ -252,13 +257,19 @@ def _finish(cfg, solver, run, prep, losses, device, done, wall):
 
 
 def train(cfg, gpu=None, resume=False, overwrite=False, log=print):
-    """Run one stage to solver.max_iter; returns the training summary (also in training.json)."""
-    caffe = get_caffe()
+    """Run one stage to solver.max_iter; returns the training summary (also in training.json).
+    The run folder is locked for the whole run: a second process on it fails at once."""
     device = set_device(gpu)     # fails before any work on a CPU-only build asked for a GPU
     source = None if resume else init_source(cfg)   # a missing weights file stops here
     ensure_dataset(cfg, log)
     prep = prepare(cfg, progress=lambda xs: tqdm(xs, desc="prepare", leave=False), log=log)
     _check_finite(prep, stage_splits(cfg))
+    with exclusive(Path(cfg["runs_dir"]) / f".{cfg['name']}.lock", f"run folder {run_dir(cfg)}"):
+        return _train(cfg, gpu, resume, overwrite, log, device, source, prep)
+
+
+def _train(cfg, gpu, resume, overwrite, log, device, source, prep):
+    caffe = get_caffe()
     run = _open_run(cfg, resume, overwrite)
     say = _logger(run, log)
     solver_path, test_iter = write_run_files(cfg, prep, run, gpu)

@@ -93,3 +93,19 @@ def check_imagenet_weights(path):
     digest = h.hexdigest()
     return None if digest == BVLC_ALEXNET_SHA1 else (
         f"warning: {path} has sha1 {digest}, not BVLC's {BVLC_ALEXNET_SHA1}; using it as given")
+
+
+def mismatches(expected, source):
+    """What keeps the .caffemodel `source` from filling a net whose parameters have the shapes
+    `expected` ({layer: [shapes]}): missing layers and differing shapes, as readable lines."""
+    saved = read_caffemodel(source)
+    problems = []
+    for name, shapes in expected.items():
+        if name not in saved:
+            problems.append(f"layer '{name}' is not in {source}")
+            continue
+        got = [tuple(a.shape) for a in saved[name]]
+        if len(got) != len(shapes) or any(a != b and _squeeze_shape(a) != _squeeze_shape(b)
+                                          for a, b in zip(got, shapes)):
+            problems.append(f"layer '{name}': {source} has shapes {got}, the net needs {shapes}")
+    return problems

@@ -1,0 +1,97 @@
+"""Issue 13 (part): nothing outside the run folder is touched, wrong models are refused, locks,
+and inputs Caffe would abort on are refused with a clear error first."""
+import shutil
+
+import pytest
+import yaml
+
+from conftest import run_cli, tiny, tiny_config
+from dentcae.atomic import write_csv_atomic
+from dentcae.config import ConfigError, load_config
+from dentcae.data import load_dataset
+from dentcae.evaluate import EvaluationError, evaluate_checkpoint
+from dentcae.locks import LockedError, exclusive
+from dentcae.metrics import PRED_FIELDS, read_prediction_errors, read_predictions
+from dentcae.train import run_dir, train
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../victim", "/tmp/victim", "a/b", "~"])
+def test_run_names_that_leave_runs_dir_are_refused_and_nothing_is_deleted(phantom, tmp_path, name):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+    (tmp_path / "runs").mkdir()
+    path = tiny_config(tmp_path, phantom, name="ok")
+    with pytest.raises(ConfigError, match=r"'name' must be a plain folder name"):
+        load_config(path, {"name": name})
+    code, out = run_cli("finetune", "--config", str(path), "--set", f"name={name!r}", "--overwrite")
+    assert code == 2 and "plain folder name" in out
+    assert (victim / "keep.txt").read_text() == "precious" and (tmp_path / "runs").exists()
+
+
+def test_table_names_are_checked_too(tmp_path):
+    from dentcae.report import load_table
+    t = tmp_path / "t.yaml"
+    t.write_text(yaml.safe_dump({"name": "../x", "arms": [{"key": "a", "config": "c.yaml"}]}))
+    with pytest.raises(ConfigError, match=r"t.yaml: config key 'name' must be a plain folder name"):
+        load_table(t)
+
+
+def test_a_second_process_on_a_locked_run_fails_at_once_naming_the_holder(phantom, tmp_path):
+    path = tiny_config(tmp_path, phantom)
+    cfg = load_config(path)
+    with exclusive(tmp_path / "runs" / f".{cfg['name']}.lock", "run"):
+        code, out = run_cli("finetune", "--config", str(path))
+    assert code == 1 and "is in use by another dentcae process (pid" in out
+    assert not run_dir(cfg).exists()
+    with exclusive(tmp_path / "x.lock", "x"):
+        with pytest.raises(LockedError, match="x is in use"):
+            with exclusive(tmp_path / "x.lock", "x"):
+                pass
+
+
+def test_config_ranges_and_numbers_written_as_1e_minus_3(phantom, tmp_path):
+    path = tiny_config(tmp_path, phantom)
+    assert load_config(path, ["solver.base_lr=1e-3"])["solver"]["base_lr"] == 0.001
+    path.write_text(path.read_text().replace("base_lr: 0.0001", "base_lr: 1e-4"))
+    assert load_config(path)["solver"]["base_lr"] == 1e-4
+    for bad, key in (("solver.max_iter=0", "max_iter"), ("solver.batch_size=0", "batch_size"),
+                     ("solver.test_interval=0", "test_interval"), ("solver.snapshot=-1", "snapshot")):
+        with pytest.raises(ConfigError, match=rf"'solver.{key}' must be at least"):
+            load_config(path, [bad])
+    with pytest.raises(ConfigError, match=r"'solver.stepsize' must be at least 1"):
+        load_config(path, ["solver.lr_policy=step", "solver.stepsize=0"])
+    with pytest.raises(ConfigError, match=r"--set 'solver.base_lr=\[1': not a valid YAML value"):
+        load_config(path, ["solver.base_lr=[1"])
+
+
+def test_excel_bom_and_commas_in_names_survive(phantom, tmp_path):
+    root = tmp_path / "bom"
+    shutil.copytree(phantom, root)
+    csv_path = root / "landmarks.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())
+    assert sum(r.annotated for r in load_dataset(root).images) == 8
+    odd = 'a,b "c".png'
+    row = [0, odd, "whole", 1, "p", 1.0, 2.0, 4.0, 6.0, 5.0, 1.25]
+    write_csv_atomic(tmp_path / "p.csv", [PRED_FIELDS, row])
+    assert read_predictions(tmp_path / "p.csv")[0]["image"] == odd
+    assert read_prediction_errors(tmp_path / "p.csv")[0].tolist() == [[1.25]]
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_weights_or_data_that_do_not_fit(phantom, clean_tmp):
+    quiet = lambda m: None  # noqa: E731
+    cae = tiny(clean_tmp, phantom, stage="pretrain", name="cae", solver={"max_iter": 1})
+    train(cae, log=quiet)
+    reg = tiny(clean_tmp, phantom, name="reg", solver={"max_iter": 1})
+    train(reg, log=quiet)
+    wrong = run_dir(reg) / "snapshots" / "cae_weights.caffemodel"
+    shutil.copy(run_dir(cae) / "final.caffemodel", wrong)           # CAE weights put in a regressor run
+    with pytest.raises(EvaluationError, match=r"layer 'fc8_landmarks' is not in .*cae_weights.caffemodel"):
+        evaluate_checkpoint(None, wrong)
+    one = dict(reg, dataset={**reg["dataset"], "landmarks": ["gonion_left"]})    # 4-landmark model, 1-landmark data
+    with pytest.raises(EvaluationError, match=r"outputs 8 values per sample, the data has 1 landmarks"):
+        evaluate_checkpoint(one, run_dir(reg))
+    code, out = run_cli("evaluate", str(wrong))
+    assert code == 1 and "does not fit" in out and "Traceback" not in out
+    assert not (run_dir(reg) / "predictions.csv").exists()
