@@ -217,7 +217,7 @@ def test_skip_bad_reports_what_was_skipped(phantom, tmp_path):
 
 def test_sixteen_bit_and_rgb_images_read_alike(tmp_path):
     from dentcae.data import read_image
-    g8 = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+    g8 = np.arange(256, dtype=np.uint8).reshape(16, 16)      # at least MIN_SIDE px a side
     cv2.imwrite(str(tmp_path / "g8.png"), g8)
     cv2.imwrite(str(tmp_path / "g16.tif"), g8.astype(np.uint16) * 257)
     cv2.imwrite(str(tmp_path / "rgb.bmp"), np.dstack([g8] * 3))

@@ -65,6 +65,22 @@ def test_config_ranges_and_numbers_written_as_1e_minus_3(phantom, tmp_path):
         load_config(path, ["solver.base_lr=[1"])
 
 
+def test_tiny_images_and_non_files_are_refused(phantom, tmp_path):
+    import cv2
+    import numpy as np
+    from dentcae.data import DataError, read_image
+    cv2.imwrite(str(tmp_path / "dot.png"), np.zeros((1, 1), np.uint8))
+    with pytest.raises(DataError, match=r"dot.png: 1x1 px is too small"):
+        read_image(tmp_path / "dot.png")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(DataError, match=r"folder.png: not a regular file"):
+        read_image(tmp_path / "folder.png")
+    root = tmp_path / "ds"
+    shutil.copytree(phantom, root)
+    (root / "sub.png").mkdir()                             # a folder named like an image is no image
+    assert len(load_dataset(root).images) == 12
+
+
 def test_excel_bom_and_commas_in_names_survive(phantom, tmp_path):
     root = tmp_path / "bom"
     shutil.copytree(phantom, root)
@@ -95,3 +111,22 @@ def test_evaluate_refuses_weights_or_data_that_do_not_fit(phantom, clean_tmp):
     code, out = run_cli("evaluate", str(wrong))
     assert code == 1 and "does not fit" in out and "Traceback" not in out
     assert not (run_dir(reg) / "predictions.csv").exists()
+
+
+@pytest.mark.slow
+def test_resume_after_moving_the_run_with_a_corrupt_marker_and_a_truncated_snapshot(phantom, clean_tmp):
+    quiet = lambda m: None  # noqa: E731
+    cfg = tiny(clean_tmp, phantom, name="moved", solver={"max_iter": 2, "snapshot": 2})
+    train(cfg, log=quiet)
+    moved = dict(cfg, runs_dir=str(clean_tmp / "elsewhere"), solver={**cfg["solver"], "max_iter": 3})
+    shutil.move(cfg["runs_dir"], moved["runs_dir"])           # the solverstate still names the old path
+    snapshots = run_dir(moved) / "snapshots"
+    (snapshots / "latest.json").write_text('{"iter": 2, "caffemo')          # and its marker is corrupt
+    assert train(moved, resume=True, log=quiet)["iterations"] == 3
+    marker = yaml.safe_load((snapshots / "latest.json").read_text())
+    assert marker["iter"] == 3 and not marker["caffemodel"].startswith("/")
+    weights = snapshots / marker["caffemodel"]
+    weights.write_bytes(weights.read_bytes()[:1000])                          # a truncated snapshot
+    again = dict(moved, solver={**moved["solver"], "max_iter": 4})
+    with pytest.raises(RuntimeError, match=r"missing or truncated; not handing them to Caffe"):
+        train(again, resume=True, log=quiet)

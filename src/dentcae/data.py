@@ -252,11 +252,21 @@ def select_landmarks(ds, names):
                                right=new_right, images=images)
 
 
+MIN_SIDE, MAX_BYTES = 16, 512 * 2 ** 20
+
+
 def read_image(path):
-    """Decode any 8/16-bit gray or RGB(A) image to float32 grayscale HxW scaled to [0, 255]."""
+    """Decode any 8/16-bit gray or RGB(A) image to float32 grayscale HxW scaled to [0, 255].
+    Only a regular file (or a link to one) of at most MAX_BYTES is read; both sides must be at
+    least MIN_SIDE pixels."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: image file missing")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file; refusing to read it as an image")
+    if path.stat().st_size > MAX_BYTES:
+        raise DataError(f"{path}: {path.stat().st_size / 2 ** 20:.0f} MB, more than the {MAX_BYTES >> 20} MB "
+                        "an image may have")
     raw = path.read_bytes()
     if path.suffix.lower() == ".png" and not raw.rstrip(b"\0").endswith(b"IEND\xaeB`\x82"):
         raise DataError(f"{path}: truncated PNG (no IEND chunk)")
@@ -265,6 +275,8 @@ def read_image(path):
     img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise DataError(f"{path}: cannot decode image (unreadable or truncated file)")
+    if min(img.shape[:2]) < MIN_SIDE:
+        raise DataError(f"{path}: {img.shape[1]}x{img.shape[0]} px is too small (at least {MIN_SIDE} px a side)")
     if img.ndim == 3:
         img = img[..., :3]
         img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.shape[2] == 3 else img[..., 0]

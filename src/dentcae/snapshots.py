@@ -4,33 +4,72 @@
     snaps.take()              # writes snapshots/cae_iter_N.*, then latest.json, then drops older ones
     state = snaps.latest()    # {"iter": N, "caffemodel": abs path, "solverstate": abs path} or None
 
-latest.json names files relative to the snapshots folder, so a run folder can be moved.
+latest.json names files relative to the snapshots folder (a run folder can be moved) and records
+their sizes, so a truncated file is never handed to Caffe (whose readers abort the process). A
+missing, corrupt or stale latest.json falls back to the newest complete pair found on disk.
 """
 import json
+import re
 from pathlib import Path
 
 from .atomic import write_atomic
 
 
+class SnapshotError(RuntimeError):
+    pass
+
+
 class Snapshots:
-    def __init__(self, solver, run, stage):
-        self.solver, self.dir, self.stage = solver, Path(run) / "snapshots", stage
+    def __init__(self, solver, run, stage, log=print):
+        self.solver, self.dir, self.stage, self.log = solver, Path(run) / "snapshots", stage, log
         self.marker = self.dir / "latest.json"
 
+    def _files(self, state):
+        return [self.dir / Path(state[k]).name for k in ("caffemodel", "solverstate")]
+
+    def _complete(self, state):
+        files = self._files(state)
+        sizes = state.get("sizes") or [None, None]
+        return all(f.is_file() and f.stat().st_size > 0 and (s is None or f.stat().st_size == s)
+                   for f, s in zip(files, sizes))
+
+    def _on_disk(self):
+        """The newest caffemodel/solverstate pair in the folder (sizes unknown), or None."""
+        its = sorted((int(m.group(1)) for p in self.dir.glob(f"{self.stage}_iter_*.solverstate")
+                      if (m := re.fullmatch(rf"{re.escape(self.stage)}_iter_(\d+)\.solverstate", p.name))), reverse=True)
+        for it in its:
+            base = f"{self.stage}_iter_{it}"
+            state = {"iter": it, "caffemodel": base + ".caffemodel", "solverstate": base + ".solverstate"}
+            if self._complete(state):
+                return state
+        return None
+
     def latest(self):
-        if not self.marker.exists():
+        state = None
+        if self.marker.exists():
+            try:
+                state = json.loads(self.marker.read_text())
+                int(state["iter"]), state["caffemodel"], state["solverstate"]
+            except (ValueError, KeyError, TypeError) as e:
+                self.log(f"{self.marker} is unreadable ({e.__class__.__name__}: {e}); using the newest snapshot on disk")
+                state = None
+        if state is not None and not self._complete(state):
+            raise SnapshotError(f"{self.marker} names {', '.join(map(str, self._files(state)))}, which are missing "
+                                "or truncated; not handing them to Caffe")
+        state = state or self._on_disk()
+        if state is None:
             return None
-        state = json.loads(self.marker.read_text())
-        for key in ("caffemodel", "solverstate"):
-            state[key] = str(self.dir / Path(state[key]).name)
-        return state
+        caffemodel, solverstate = self._files(state)
+        return {**state, "caffemodel": str(caffemodel), "solverstate": str(solverstate)}
 
     def take(self):
         it = self.solver.iter
         self.solver.snapshot()        # writes <snapshot_prefix>_iter_<it>.caffemodel/.solverstate
         base = f"{self.stage}_iter_{it}"
+        files = [self.dir / f"{base}.caffemodel", self.dir / f"{base}.solverstate"]
         write_atomic(self.marker, json.dumps(
-            {"iter": it, "caffemodel": base + ".caffemodel", "solverstate": base + ".solverstate"}))
+            {"iter": it, "caffemodel": files[0].name, "solverstate": files[1].name,
+             "sizes": [f.stat().st_size for f in files]}))
         for p in self.dir.glob(f"{self.stage}_iter_*"):
             if not p.name.startswith(base + "."):
                 p.unlink()

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from . import nets
 from .atomic import atomic_path, write_atomic
-from .backend import get_caffe, set_device
+from .backend import caffe_pb2, get_caffe, set_device
 from .config import ConfigError, dump_config
 from .figures import plot_learning_curves, plot_reconstructions
 from .infer import predict, split_data
@@ -152,7 +152,7 @@ def _open_run(cfg, resume, overwrite):
     root = Path(cfg["runs_dir"]).resolve()
     if run.resolve().parent != root:
         raise TrainingError(f"run folder {run} is not a folder directly inside runs_dir {root}; refusing")
-    if resume and not (run / "snapshots" / "latest.json").exists():
+    if resume and Snapshots(None, run, nets.stage_builder(cfg)[0]).latest() is None:
         raise TrainingError(f"--resume: no complete snapshot in {run / 'snapshots'} to resume from")
     if not resume and run.exists() and any(run.iterdir()):
         if not overwrite:
@@ -171,11 +171,24 @@ def _logger(run, log):
     return say
 
 
+def _solverstate_here(state):
+    """The solverstate, pointing at its caffemodel where it is now (Caffe stores the absolute path it
+    had when written, and aborts if that file is gone, e.g. after the run folder was moved)."""
+    pb2 = caffe_pb2()
+    msg = pb2.SolverState()
+    path = Path(state["solverstate"])
+    msg.ParseFromString(path.read_bytes())
+    if msg.learned_net == state["caffemodel"]:
+        return path
+    msg.learned_net = state["caffemodel"]
+    return write_atomic(path.with_name(path.stem + ".here.solverstate"), msg.SerializeToString())
+
+
 def _start(cfg, solver, run, source, snaps, losses, say):
     """Resume from the newest snapshot, or copy the initial weights and record the transfer."""
     if source is None:
         state = snaps.latest()
-        solver.restore(state["solverstate"])
+        solver.restore(str(_solverstate_here(state)))
         losses.cut_to(state["iter"])
         say(f"resumed {run} at iteration {solver.iter} from {state['solverstate']}")
         return
