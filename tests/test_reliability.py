@@ -130,3 +130,63 @@ def test_resume_after_moving_the_run_with_a_corrupt_marker_and_a_truncated_snaps
     again = dict(moved, solver={**moved["solver"], "max_iter": 4})
     with pytest.raises(RuntimeError, match=r"missing or truncated; not handing them to Caffe"):
         train(again, resume=True, log=quiet)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_before_caffe_writes_and_keeps_the_last_snapshot(phantom, clean_tmp, monkeypatch):
+    import collections
+    import dentcae.snapshots as snapshots
+    cfg = tiny(clean_tmp, phantom, name="full", solver={"max_iter": 6, "snapshot": 2})
+    real = snapshots.shutil.disk_usage
+    calls = {"n": 0}
+
+    def filling(path):                      # free space runs out after the first snapshot
+        calls["n"] += 1
+        usage = real(path)
+        return usage if calls["n"] == 1 else collections.namedtuple("u", "total used free")(usage.total, usage.total, 1024)
+    monkeypatch.setattr(snapshots.shutil, "disk_usage", filling)
+    with pytest.raises(snapshots.SnapshotError, match=r"not enough free disk space for a snapshot at iteration 4"):
+        train(cfg, log=lambda m: None)
+    snaps = run_dir(cfg) / "snapshots"
+    marker = yaml.safe_load((snaps / "latest.json").read_text())
+    assert marker["iter"] == 2 and (snaps / marker["caffemodel"]).stat().st_size == marker["sizes"][0]
+    assert not list(snaps.glob("*_iter_4.*"))
+    monkeypatch.setattr(snapshots.shutil, "disk_usage", real)
+    assert train(cfg, resume=True, log=lambda m: None)["iterations"] == 6
+
+
+def test_pretraining_needs_no_labels_and_fine_tuning_says_it_does(phantom, tmp_path):
+    from dentcae.prepare import prepare
+    root = tmp_path / "unlabelled"
+    shutil.copytree(phantom, root)
+    lines = (root / "landmarks.csv").read_text().splitlines()
+    (root / "landmarks.csv").write_text(lines[0] + "\n")
+    prep = prepare(tiny(tmp_path, root, stage="pretrain"))
+    assert prep.count("cae_train") + prep.count("cae_test") == 24 and prep.count("reg_train") == 0
+
+
+def test_a_truncated_prepared_cache_is_rebuilt(phantom, tmp_path):
+    from dentcae.prepare import prepare
+    cfg = tiny(tmp_path, phantom)
+    first = prepare(cfg)
+    h5 = first.h5("reg_train")
+    h5.write_bytes(h5.read_bytes()[:500])
+    logs = []
+    again = prepare(cfg, log=logs.append)
+    assert again.dir == first.dir and any("incomplete or changed" in m for m in logs)
+    import h5py
+    with h5py.File(again.h5("reg_train"), "r") as f:
+        assert f["data"].shape[0] == again.count("reg_train")
+
+
+@pytest.mark.slow
+def test_an_interrupted_start_does_not_block_the_next_plain_run(phantom, clean_tmp):
+    cfg = tiny(clean_tmp, phantom, name="early", solver={"max_iter": 1})
+    run = run_dir(cfg)
+    (run / "snapshots").mkdir(parents=True)
+    (run / "config.yaml").write_text("half")            # what a SIGTERM before the first snapshot leaves
+    (run / "log.txt").write_text("started\n")
+    assert train(cfg, log=lambda m: None)["iterations"] == 1
+    from dentcae.train import TrainingError
+    with pytest.raises(TrainingError, match="exists: pass --resume"):      # a finished run is protected
+        train(cfg, log=lambda m: None)

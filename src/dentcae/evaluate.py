@@ -143,6 +143,8 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
     cfg = cfg or load_config(run / "config.yaml")
     prep = prepare(cfg)
     samples = [r for r in prep.samples() if int(r[split])]
+    if not samples:
+        raise EvaluationError(f"{prep.dir}: split '{split}' has no annotated samples to evaluate on")
     ds = configured_dataset(cfg)
     names = prep.meta["landmark_names"]
     check_checkpoint(run / "deploy.prototxt", weights, cfg["model"]["head"], prep.meta["num_landmarks"])

@@ -17,6 +17,7 @@ prepare.cache_dir by a hash of the inputs and settings.
 import csv
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -207,7 +208,7 @@ def _write_prepared(out, ds, gray, labels, rows, meta, pc, targets):
         for split in SPLITS:
             idx = [r["index"] for r in rows if r[split]]
             meta["counts"][split] = len(idx)
-            if not idx:
+            if not idx and split.startswith("cae"):       # reg splits may be empty: pre-training needs no labels
                 raise DataError(f"{ds.root}: split '{split}' would be empty; add images or change holdouts")
             _write_h5(tmp / f"{split}.h5", data[idx], labels[idx], targets if split.startswith("reg") else None)
             files = [out / f"{split}.h5"]                      # list files name the final folder
@@ -220,6 +221,7 @@ def _write_prepared(out, ds, gray, labels, rows, meta, pc, targets):
             w = csv.DictWriter(fh, SAMPLE_FIELDS, lineterminator="\n")
             w.writeheader()
             w.writerows(rows)
+        meta["files"] = {f.name: _fingerprint(f) for f in sorted(tmp.iterdir()) if f.suffix in (".h5", ".csv")}
         (tmp / "prepared.json").write_text(json.dumps(meta, indent=1))
         if out.exists():
             shutil.rmtree(out)
@@ -236,16 +238,56 @@ def _settings(cfg):
     return {**cfg["prepare"], **{k: dc[k] for k in ("skip_bad", "landmarks", "label_budget")}, **head}
 
 
+def _fingerprint(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def _intact(out):
+    """The cache entry's meta if prepared.json reads and every file matches its recorded size and
+    checksum; None when anything is missing, truncated or changed."""
+    try:
+        meta = json.loads((out / "prepared.json").read_text())
+        files = meta["files"]
+        for name, want in files.items():
+            f = out / name
+            if not f.is_file() or f.stat().st_size != want["size"] or _fingerprint(f) != want:
+                return None
+        return meta
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def prepare(cfg, progress=lambda xs: xs, log=print):
-    """Prepare (or find in the cache) the four splits for a resolved config; returns Prepared."""
+    """Prepare (or find in the cache, checked) the four splits for a resolved config; returns Prepared.
+    A cache entry that is truncated or changed is rebuilt, with a word in the log."""
     ds = configured_dataset(cfg)
     key = _inputs_hash(ds, _settings(cfg))
     out = Path(cfg["prepare"]["cache_dir"]) / f"{ds.name}-{key}"
-    if not (out / "prepared.json").exists():
+    meta = _intact(out)
+    if meta is None:
         with exclusive(out.parent / f".{out.name}.lock", f"prepared-data cache entry {out}", remove=True):
-            if not (out / "prepared.json").exists():      # another process may have just finished it
+            if _intact(out) is None:                     # another process may have just finished it
+                if out.exists():
+                    log(f"prepared data in {out} is incomplete or changed; preparing it again")
                 _build(cfg, ds, key, out, progress, log)
-    return Prepared(out, json.loads((out / "prepared.json").read_text()))
+        meta = json.loads((out / "prepared.json").read_text())
+    return Prepared(out, meta)
+
+
+def _check_memory(samples, pc, annotated, ds):
+    """Refuse an input size whose prepared arrays would not fit in memory (they are built in memory,
+    and Caffe's HDF5Data loads a whole file)."""
+    copies = pc["augment"]["copies"]
+    need = (samples + annotated * copies) * 3 * pc["input_size"] ** 2 * 4 * 2      # float32, input + grey copy
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > 0.7 * total:
+        raise DataError(f"{ds.root}: prepare.input_size {pc['input_size']} with {samples} samples and "
+                        f"{copies} augmented copies needs about {need / 2 ** 30:.1f} GB, more than 70% of this "
+                        f"machine's {total / 2 ** 30:.1f} GB; lower input_size or augment.copies")
 
 
 def _build(cfg, ds, key, out, progress, log):
@@ -254,9 +296,9 @@ def _build(cfg, ds, key, out, progress, log):
     loaded, skipped = _load_images(ds, dc["skip_bad"], progress)
     for s in skipped:
         log(f"skipped {s['image']}: {s['error']}")
+    per_image = 2 if ds.layout == "bilateral" else 1
+    _check_memory(per_image * len(loaded), pc, per_image * sum(r.annotated for r, _ in loaded), ds)
     gray, labels, rows = _make_samples(ds, loaded, pc["input_size"], pc["resize"])
-    if sum(r["annotated"] for r in rows) < 2:
-        raise DataError(f"{ds.root}: fewer than 2 fully annotated samples; the regressor needs some")
     assign_splits(rows, pc, dc["label_budget"])
     train_idx = [r["index"] for r in rows if r["cae_train"]]
     bgr = IMAGENET_BGR_MEAN if pc["mean"] == "imagenet" else [float(gray[train_idx].mean())] * 3

@@ -10,6 +10,7 @@ missing, corrupt or stale latest.json falls back to the newest complete pair fou
 """
 import json
 import re
+import shutil
 from pathlib import Path
 
 from .atomic import write_atomic
@@ -62,8 +63,23 @@ class Snapshots:
         caffemodel, solverstate = self._files(state)
         return {**state, "caffemodel": str(caffemodel), "solverstate": str(solverstate)}
 
+    def _need_bytes(self):
+        """Room for one more snapshot: the last one's size, or weights plus two solver moments."""
+        if self.marker.exists():
+            try:
+                return int(sum(json.loads(self.marker.read_text())["sizes"]) * 1.1)
+            except (ValueError, KeyError, TypeError):
+                pass
+        return sum(b.data.size for blobs in self.solver.net.params.values() for b in blobs) * 4 * 3 + (1 << 20)
+
     def take(self):
         it = self.solver.iter
+        need, free = self._need_bytes(), shutil.disk_usage(self.dir).free
+        if free < need:                # Caffe aborts the process when a snapshot write fails
+            last = self.latest()
+            raise SnapshotError(f"not enough free disk space for a snapshot at iteration {it} in {self.dir}: "
+                                f"about {need / 2 ** 20:.0f} MB needed, {free / 2 ** 20:.0f} MB free. Stopped; "
+                                f"last good snapshot kept: {last['caffemodel'] if last else 'none yet'}")
         self.solver.snapshot()        # writes <snapshot_prefix>_iter_<it>.caffemodel/.solverstate
         base = f"{self.stage}_iter_{it}"
         files = [self.dir / f"{base}.caffemodel", self.dir / f"{base}.solverstate"]

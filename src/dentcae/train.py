@@ -53,6 +53,9 @@ def _test_batch(count, wanted):
 
 def _check_finite(prep, splits):
     for split in splits:
+        if prep.count(split) == 0:
+            raise TrainingError(f"{prep.dir}: split '{split}' has no samples: fine-tuning needs annotated "
+                                "images in both its training and test splits (pre-training needs none)")
         for path in prep.h5_files(split):
             with h5py.File(path, "r") as f:
                 for key in (k for k in ("data", "label", "heatmap") if k in f and (k == "data" or split.startswith("reg"))):
@@ -146,16 +149,18 @@ def _test_loss(test_net, test_iter):
 
 
 def _open_run(cfg, resume, overwrite):
-    """The run folder, emptied for a fresh start when `overwrite`; checks a resume can resume.
+    """The run folder, emptied for a fresh start when `overwrite` (or when an interrupted start left
+    nothing to resume: no snapshot, no final weights); checks a resume can resume.
     Only runs_dir/name itself is ever deleted, and only when it lies inside runs_dir."""
     run = run_dir(cfg)
     root = Path(cfg["runs_dir"]).resolve()
     if run.resolve().parent != root:
         raise TrainingError(f"run folder {run} is not a folder directly inside runs_dir {root}; refusing")
-    if resume and Snapshots(None, run, nets.stage_builder(cfg)[0]).latest() is None:
+    resumable = run.exists() and Snapshots(None, run, nets.stage_builder(cfg)[0], log=lambda m: None).latest()
+    if resume and not resumable:
         raise TrainingError(f"--resume: no complete snapshot in {run / 'snapshots'} to resume from")
     if not resume and run.exists() and any(run.iterdir()):
-        if not overwrite:
+        if (resumable or (run / "final.caffemodel").exists()) and not overwrite:
             raise TrainingError(f"run folder {run} exists: pass --resume to continue it or "
                                 "--overwrite to start again")
         shutil.rmtree(run)
