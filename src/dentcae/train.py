@@ -294,7 +294,7 @@ def _train(cfg, gpu, resume, overwrite, log, device, source, prep):
     caffe.set_random_seed(int(cfg["solver"]["random_seed"]))
     solver = caffe.get_solver(str(solver_path))
     solver.test_nets[0].share_with(solver.net)
-    snaps, losses = Snapshots(solver, run, nets.stage_builder(cfg)[0]), LossLog(run / "loss.csv")
+    snaps, losses = Snapshots(solver, run, nets.stage_builder(cfg)[0], say), LossLog(run / "loss.csv")
     _start(cfg, solver, run, source, snaps, losses, say)
     say(f"  on {device}; data: {prep.dir} ({prep.count(stage_splits(cfg)[0])} train / "
         f"{prep.count(stage_splits(cfg)[1])} test samples)")
