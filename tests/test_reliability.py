@@ -130,6 +130,9 @@ def test_resume_after_moving_the_run_with_a_corrupt_marker_and_a_truncated_snaps
     again = dict(moved, solver={**moved["solver"], "max_iter": 4})
     with pytest.raises(RuntimeError, match=r"missing or truncated; not handing them to Caffe"):
         train(again, resume=True, log=quiet)
+    (snapshots / "latest.json").unlink()              # and without a marker to vouch for sizes
+    with pytest.raises(RuntimeError, match=r"--resume: no complete snapshot"):
+        train(again, resume=True, log=quiet)
 
 
 @pytest.mark.slow

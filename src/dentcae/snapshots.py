@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from .atomic import write_atomic
+from .backend import caffe_pb2
 
 
 class SnapshotError(RuntimeError):
@@ -34,14 +35,24 @@ class Snapshots:
         return all(f.is_file() and f.stat().st_size > 0 and (s is None or f.stat().st_size == s)
                    for f, s in zip(files, sizes))
 
+    def _parses(self, state):
+        """Both files read as Caffe protobufs (used when no recorded sizes vouch for them)."""
+        pb2 = caffe_pb2()
+        try:
+            for f, msg in zip(self._files(state), (pb2.NetParameter(), pb2.SolverState())):
+                msg.ParseFromString(f.read_bytes())
+            return True
+        except Exception:          # protobuf's DecodeError and friends
+            return False
+
     def _on_disk(self):
-        """The newest caffemodel/solverstate pair in the folder (sizes unknown), or None."""
+        """The newest caffemodel/solverstate pair in the folder that reads completely, or None."""
         its = sorted((int(m.group(1)) for p in self.dir.glob(f"{self.stage}_iter_*.solverstate")
                       if (m := re.fullmatch(rf"{re.escape(self.stage)}_iter_(\d+)\.solverstate", p.name))), reverse=True)
         for it in its:
             base = f"{self.stage}_iter_{it}"
             state = {"iter": it, "caffemodel": base + ".caffemodel", "solverstate": base + ".solverstate"}
-            if self._complete(state):
+            if self._complete(state) and self._parses(state):
                 return state
         return None
 
