@@ -78,9 +78,9 @@ def outputs_to_pixels(decoder, outputs, samples, size, labels_train):
     return np.array([to_pixels(p, *sample_box(s)) for p, s in zip(labels, samples)])
 
 
-def mean_shape_pixels(prepared, samples):
+def mean_shape_pixels(labels_train, samples):
     """The no-learning baseline: the training set's mean label, placed in every test sample."""
-    mean = train_labels(prepared).mean(0)
+    mean = labels_train.mean(0)
     return np.array([to_pixels(mean, *sample_box(s)) for s in samples])
 
 
@@ -152,7 +152,7 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
     size, head, labels_train = prep.meta["input_size"], cfg["model"]["head"], train_labels(prep)
     pred_px = outputs_to_pixels(head, outputs, samples, size, labels_train)
     gt_px = ground_truth_pixels(ds, samples)
-    stats, err_mm = score(pred_px, gt_px, samples, names, mean_shape_pixels(prep, samples))
+    stats, err_mm = score(pred_px, gt_px, samples, names, mean_shape_pixels(labels_train, samples))
     if head == "heatmap":        # what the shape prior changed: the plain argmax decoding's result
         plain = outputs_to_pixels("heatmap_argmax", outputs, samples, size, labels_train)
         stats["argmax_decoding"] = score(plain, gt_px, samples, names)[0]

@@ -9,7 +9,7 @@ import csv
 import os
 from pathlib import Path
 
-from .atomic import write_atomic
+from .atomic import write_csv_atomic
 
 FIELDS = ["iter", "phase", "loss"]
 
@@ -43,8 +43,7 @@ class LossLog:
     def cut_to(self, last_iter):
         """Drop rows after `last_iter` (they belong to steps a resume will run again)."""
         kept = [[r["iter"], r["phase"], r["loss"]] for r in self.rows() if int(r["iter"]) <= last_iter]
-        lines = [",".join(FIELDS)] + [",".join(map(str, r)) for r in kept]
-        write_atomic(self.path, "\n".join(lines) + "\n")
+        write_csv_atomic(self.path, [FIELDS] + kept)
         self.pending = []
 
     def read(self):
