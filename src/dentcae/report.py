@@ -18,12 +18,11 @@ from scipy.stats import wilcoxon
 from .atomic import write_atomic, write_csv_atomic
 from .config import ConfigError, check_name, load_config, merge, parse_set, read_yaml_mapping
 from .evaluate import describe, detection_panels, evaluate_checkpoint
-from .figures import plot_detections, plot_error_cdf, plot_learning_curves, plot_reconstructions
-from .infer import predict, split_data
+from .figures import plot_detections, plot_error_cdf, plot_learning_curves
 from .losslog import LossLog
 from .metrics import SDR_MM, read_prediction_errors
 from .prepare import prepare
-from .train import run_dir, train
+from .train import reconstruction_figure, run_dir, train
 
 TABLE_KEYS = {"name", "title", "results_dir", "repeats", "repeat_over", "pretrain", "set", "arms",
               "comparisons", "note"}
@@ -163,12 +162,7 @@ def _table_figures(stem, table, got):
                    SDR_MM)
     if got.cae_runs:
         cae = got.cae_runs[0]
-        prep = prepare(load_config(cae / "config.yaml"))
-        data = split_data(prep, "cae_test", limit=2)
-        recon = predict(cae / "deploy.prototxt", cae / "final.caffemodel", data).reshape(data.shape)
-        mean = prep.meta["mean_bgr"][0]
-        plot_reconstructions(data[:, 0] + mean, recon[:, 0] + mean, f"{stem}_cae_reconstructions.png",
-                             f"CAE: {cae.name}")
+        reconstruction_figure(cae, prepare(load_config(cae / "config.yaml")), f"{stem}_cae_reconstructions.png")
         plot_learning_curves({"CAE": LossLog(cae / "loss.csv").read()}, f"{stem}_cae_learning_curves.png",
                              "CAE pre-training")
 

@@ -250,14 +250,18 @@ def _loop(cfg, solver, test_iter, snaps, losses, bar):
             signal.signal(s, h)
 
 
+def reconstruction_figure(run, prep, path):
+    """Input vs reconstruction of a CAE run's first two held-out samples."""
+    data = split_data(prep, "cae_test", limit=2)
+    recon = predict(Path(run) / "deploy.prototxt", Path(run) / "final.caffemodel", data, batch=len(data))
+    mean = prep.meta["mean_bgr"][0]
+    plot_reconstructions(data[:, 0] + mean, recon.reshape(data.shape)[:, 0] + mean, path, f"CAE: {Path(run).name}")
+
+
 def _figures(cfg, run, prep, losses):
     plot_learning_curves({cfg["name"]: losses.read()}, run / "learning_curves.png", f"{cfg['stage']}: {cfg['name']}")
     if cfg["stage"] == "pretrain":
-        data = split_data(prep, "cae_test", limit=2)
-        recon = predict(run / "deploy.prototxt", run / "final.caffemodel", data, batch=len(data))
-        mean = prep.meta["mean_bgr"][0]
-        plot_reconstructions(data[:, 0] + mean, recon.reshape(data.shape)[:, 0] + mean,
-                             run / "reconstructions.png", f"CAE: {cfg['name']}")
+        reconstruction_figure(run, prep, run / "reconstructions.png")
 
 
 def _finish(cfg, solver, run, prep, losses, device, done, wall):
