@@ -1,48 +1,170 @@
 #!/usr/bin/env python
-"""`make bench`: `caffe time` per-iteration forward/backward ms and images/s of the generated nets.
+"""`make bench`: how fast dentcae trains, against the bound of Caffe's own forward+backward.
 
-The CAE and the landmark regressor at batch 16, 224x224, beside BVLC AlexNet (the classifier, 227x227)
-as the reference. Speed targets live here, never in the tests.
+For the demo's two stages (the CAE, configs/phantom_cae_pretrain.yaml, and the landmark regressor,
+configs/phantom_cae_finetune.yaml started from scratch), on the SYNTHETIC phantom:
+  bound    `caffe time` on the run's own train.prototxt: forward+backward at the config's batch;
+  runner   dentcae's training step (pycaffe solver step with its update, loss logging and checks),
+           averaged over --iterations steps after one warm-up step;
+  ratio    runner / bound (1.0: the solver update and the runner cost nothing);
+and, per step, what the update and checks cost beyond forward+backward, one test pass and one
+snapshot. --gpu N adds the same rows on CUDA device N; --caffe-time-only times the deploy nets
+(CAE, regressor, heatmap, BVLC AlexNet as a reference) at batch 16 instead, CPU and --gpu.
+Prints a table and writes results/bench.json. Speed targets live here, never in tests.
+Targets (issue 14): runner/bound >= 0.85 for the CAE and >= 0.9 for the regressor.
 """
 import argparse
+import json
+import os
+import platform
 import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from dentcae import nets
+from dentcae import nets, train
+from dentcae.atomic import write_atomic
+from dentcae.backend import get_caffe, set_device
+from dentcae.config import load_config
+from dentcae.losslog import LossLog
+from dentcae.prepare import ensure_dataset, prepare
+from dentcae.runfiles import write_run_files
+from dentcae.snapshots import Snapshots
 
+STAGES = {"CAE": "configs/phantom_cae_pretrain.yaml", "regressor": "configs/phantom_cae_finetune.yaml"}
 NETS = {"CAE (224)": lambda: nets.cae(size=224, deploy=True),
         "regressor (224)": lambda: nets.regressor(8, size=224, deploy=True),
+        "heatmap (256, 19 landmarks)": lambda: nets.heatmap_net(19, size=256, deploy=True, width=64),
         "BVLC AlexNet (227, reference)": lambda: nets.classifier(size=227, deploy=True)}
 
 
-def time_net(net, batch, iterations, tmp):
-    net.layer[0].input_param.shape[0].dim[0] = batch
-    path = Path(tmp) / "net.prototxt"
-    nets.write_net(net, path)
-    tool = Path(sys.executable).parent / "caffe"
-    p = subprocess.run([str(tool), "time", f"-model={path}", f"-iterations={iterations}"],
+def caffe_time(model, iterations, gpu=None):
+    """Average forward and backward ms of `caffe time` on a prototxt (the tool built with this pycaffe)."""
+    tool = Path(get_caffe().__file__).resolve().parents[2] / "bin" / "caffe"
+    if not tool.exists():
+        tool = Path(sys.executable).parent / "caffe"
+    device = [] if gpu is None else [f"-gpu={gpu}"]
+    p = subprocess.run([str(tool), "time", f"-model={model}", f"-iterations={iterations}", *device],
                        capture_output=True, text=True, env={"GLOG_logtostderr": "1", "PATH": "/usr/bin:/bin"})
     if p.returncode:
-        raise RuntimeError(p.stderr[-2000:])
+        raise RuntimeError(f"caffe time {model} failed:\n{p.stderr[-2000:]}")
     fwd = float(re.search(r"Average Forward pass: ([\d.]+) ms", p.stderr).group(1))
     bwd = float(re.search(r"Average Backward pass: ([\d.]+) ms", p.stderr).group(1))
     return fwd, bwd
 
 
+def _timed(fn, n=1):
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) / n
+
+
+def _runner_steps(cfg, solver, run, n):
+    """Seconds per step of the runner's own step: solver.step(1), loss logging and loss check."""
+    snaps = Snapshots(solver, run, nets.stage_builder(cfg)[0], log=lambda m: None)
+    losses = LossLog(run / "loss.csv")
+    first = train.train_step(solver, losses)            # warm-up: buffers are allocated here
+
+    def one():
+        train.train_step(solver, losses)
+        train.check_loss(cfg, solver, first, snaps, losses)
+    return _timed(one, n), snaps
+
+
+def bench_stage(label, config, iterations, tmp, gpu=None):
+    where = "cpu" if gpu is None else f"gpu{gpu}"
+    cfg = load_config(config, [f"runs_dir={tmp}", "model.init=scratch", f"name=bench_{label.lower()}_{where}"])
+    ensure_dataset(cfg, log=lambda m: None)
+    prep = prepare(cfg, log=lambda m: None)
+    run = Path(tmp) / cfg["name"]
+    run.mkdir(parents=True)
+    solver_path, test_iter = write_run_files(cfg, prep, run, gpu)
+    batch = cfg["solver"]["batch_size"]
+    fwd, bwd = caffe_time(run / "train.prototxt", iterations, gpu)
+    set_device(gpu)
+    solver = get_caffe().get_solver(str(solver_path))
+    solver.test_nets[0].share_with(solver.net)
+    step, snaps = _runner_steps(cfg, solver, run, iterations)
+    net = solver.net
+    fwdbwd = _timed(lambda: (net.forward(), net.backward()), iterations)   # the same passes, from pycaffe
+    test = _timed(lambda: train.run_test_pass(solver.test_nets[0], test_iter))
+    snapshot = _timed(snaps.take)
+    size = sum(f.stat().st_size for f in (run / "snapshots").glob("*_iter_*"))
+    params = sum(b.data.size for blobs in net.params.values() for b in blobs)
+    return {"stage": label, "device": where, "config": config, "batch": batch, "params_millions": round(params / 1e6, 1),
+            "bound_images_per_s": round(batch * 1000 / (fwd + bwd), 2),
+            "runner_images_per_s": round(batch / step, 2),
+            "ratio": round(batch / step / (batch * 1000 / (fwd + bwd)), 3),
+            "caffe_time_forward_ms": fwd, "caffe_time_backward_ms": bwd,
+            "update_and_checks_ms": round((step - fwdbwd) * 1000), "test_pass_s": round(test, 2),
+            "snapshot_s": round(snapshot, 2), "snapshot_mb": round(size / 2 ** 20)}
+
+
+def blas():
+    """The BLAS library this process's Caffe runs on (from the loaded shared objects)."""
+    maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
+    found = sorted({Path(line.split()[-1]).resolve().as_posix() for line in maps.splitlines()
+                    if re.search(r"lib(open)?blas|libmkl", line) and ".libs/" not in line and "scipy" not in line})
+    return ", ".join(found) or "unknown"
+
+
+HEADER = (f"{'stage':10s} {'device':6s} {'batch':>5s} {'bound img/s':>12s} {'runner img/s':>13s} {'ratio':>6s} "
+          f"{'update+checks':>14s} {'test pass':>10s} {'snapshot':>16s}")
+
+
+def _print(r):
+    print(f"{r['stage']:10s} {r['device']:6s} {r['batch']:5d} {r['bound_images_per_s']:12.2f} {r['runner_images_per_s']:13.2f} "
+          f"{r['ratio']:6.2f} {r['update_and_checks_ms']:11d} ms {r['test_pass_s']:8.2f} s "
+          f"{r['snapshot_s']:6.1f} s ({r['snapshot_mb']} MB)", flush=True)
+
+
+def time_nets(iterations, gpu, tmp, batch=16):
+    """`caffe time` of the deploy nets at batch 16: CPU, and GPU `gpu` beside it when given."""
+    rows = []
+    for name, make in NETS.items():
+        net = make()
+        net.layer[0].input_param.shape[0].dim[0] = batch
+        nets.write_net(net, Path(tmp) / "net.prototxt")
+        row = {"net": name, "batch": batch}
+        for where, device in [("cpu", None)] + ([(f"gpu{gpu}", gpu)] if gpu is not None else []):
+            fwd, bwd = caffe_time(Path(tmp) / "net.prototxt", iterations, device)
+            row[where] = {"forward_ms": fwd, "backward_ms": bwd, "images_per_s": round(batch * 1000 / (fwd + bwd), 2)}
+        speed = "".join(f"  {w}: {r['forward_ms']:.0f} + {r['backward_ms']:.0f} ms, {r['images_per_s']:.1f} img/s"
+                        for w, r in row.items() if isinstance(r, dict))
+        print(f"{name:30s}{speed}", flush=True)
+        rows.append(row)
+    return rows
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--iterations", type=int, default=5)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iterations", type=int, default=6, help="timed steps per measurement (default 6)")
+    ap.add_argument("--gpu", type=int, default=None, metavar="N", help="also measure on CUDA device N")
+    ap.add_argument("--caffe-time-only", action="store_true",
+                    help="only `caffe time` of the CAE, regressor, heatmap and AlexNet nets (CPU, and --gpu)")
+    ap.add_argument("--out", default="results/bench.json", help="where to write the numbers")
     args = ap.parse_args()
-    print(f"caffe time, batch {args.batch}, {args.iterations} iterations, CPU")
-    print(f"{'net':32s} {'forward ms':>11s} {'backward ms':>12s} {'images/s (fwd+bwd)':>19s}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, make in NETS.items():
-            fwd, bwd = time_net(make(), args.batch, args.iterations, tmp)
-            print(f"{name:32s} {fwd:11.1f} {bwd:12.1f} {args.batch * 1000 / (fwd + bwd):19.1f}", flush=True)
+    set_device(args.gpu)                   # a GPU asked for but absent fails here, before any work
+    set_device(None)
+    info = {"machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
+            "blas": blas(), "data": "SYNTHETIC phantom (make data)", "iterations": args.iterations}
+    print(f"make bench: CPU ({info['machine']}), BLAS {info['blas']}; {info['data']}")
+    with tempfile.TemporaryDirectory(prefix="dentcae-bench-") as tmp:
+        if args.caffe_time_only:
+            info["caffe_time"] = time_nets(args.iterations, args.gpu, tmp)
+        else:
+            info["stages"] = []
+            print(HEADER)
+            for gpu in [None] + ([args.gpu] if args.gpu is not None else []):
+                for label, config in STAGES.items():
+                    info["stages"].append(bench_stage(label, config, args.iterations, tmp, gpu))
+                    _print(info["stages"][-1])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(Path(args.out), json.dumps(info, indent=1))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Build a CPU-only pycaffe (and the `caffe` CLI) from the brocolli-caffe sdist, cached.
+"""Build pycaffe (and the `caffe` CLI) from the brocolli-caffe sdist, cached: CPU, or CUDA with --gpu.
 
-    python scripts/build_caffe.py --venv .venv
+    python scripts/build_caffe.py --venv .venv            # CPU (make caffe)
+    python scripts/build_caffe.py --venv .venv --gpu      # CUDA 13 from PyPI (make caffe CAFFE_GPU=1)
 
 Debian 12 has no caffe package and PyPI no pycaffe wheel, so we build BVLC Caffe from the one
 sdist PyPI carries, with the source changes that `patch_source` lists (found by building it on
@@ -13,28 +14,41 @@ Standard library only: this runs before anything else is installed.
 """
 import argparse
 import hashlib
+import json
 import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
+import time
 from pathlib import Path
+
+import caffe_cuda
 
 SDIST = "brocolli-caffe==9.0.2"
 SDIST_FILE = "brocolli-caffe-9.0.2.tar.gz"
 SDIST_SHA256 = "c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a"
-PATCH_VERSION = "4"  # bump when patch_source() changes: it is part of the cache key
+PATCH_VERSION = "6"  # bump when patch_source() changes: it is part of the cache key
 BUILD_PACKAGES = [
     "build-essential", "cmake", "protobuf-compiler", "libprotobuf-dev", "libgoogle-glog-dev",
     "libgflags-dev", "libhdf5-dev", "libopenblas-dev", "libboost-python-dev",
     "libboost-system-dev", "libboost-thread-dev", "libboost-filesystem-dev",
     "libboost-regex-dev",
 ]
+# Crop's CPU copy (BVLC's crop_layer.cpp as well): at the last axis it loops over that axis and
+# copies the whole row once per element, the same row to the same place shape(-1) times. Copying
+# each row once gives identical outputs; it was 466 of the CAE's 1900 ms forward+backward (batch 8).
+CROP_ROW_LOOP = ("    // We are at the last dimensions, which is stored continously in memory\n"
+                 "    for (int i = 0; i < top[0]->shape(cur_dim); ++i) {\n")
+CROP_ROW_ONCE = ("    // We are at the last dimensions, which is stored continously in memory\n"
+                 "    for (int i = 0; i < 1; ++i) {  // dentcae: each row once, not shape(cur_dim) times\n")
+ADAM_OPENMP = ("add_library(caffe_objs OBJECT ${srcs})\n"
+               "set_source_files_properties(${PROJECT_SOURCE_DIR}/src/caffe/solvers/adam_solver.cpp\n"
+               "                            PROPERTIES COMPILE_OPTIONS \"-fopenmp;-fno-math-errno\")\n")
 LINK_LIBS = ("proto -lglog -lgflags -lprotobuf -lboost_thread -lboost_system -lboost_filesystem "
-             "-lboost_regex -lhdf5_hl -lhdf5 -lopenblas")
+             "-lboost_regex -lhdf5_hl -lhdf5 -lopenblas -lgomp")
 
 # python/CMakeLists.txt, rewritten: the caffe sources compile once as an OBJECT library that both
 # the python module and the command-line tool link.
@@ -95,8 +109,9 @@ def tool_version(cmd, pattern):
     return m.group(1) if m else "unknown"
 
 
-def cache_key(python):
-    """Everything the built tree depends on, hashed: a change in any rebuilds."""
+def cache_key(python, cuda=None):
+    """Everything the built tree depends on, hashed: a change in any rebuilds. `cuda`: None for the
+    CPU build, else (toolkit root, arch)."""
     os_release = Path("/etc/os-release").read_text() if Path("/etc/os-release").exists() else ""
     info = subprocess.run(
         [python, "-c", "import sys, sysconfig, numpy; print(sys.implementation.cache_tag,"
@@ -110,6 +125,8 @@ def cache_key(python):
         tool_version(["protoc", "--version"], r"(\d[\d.]*)"),
         SDIST_SHA256, PATCH_VERSION,
     ]
+    if cuda:
+        parts += ["cuda", caffe_cuda.nvcc_version(cuda[0]), f"sm_{cuda[1]}", caffe_cuda.CUDA_PATCH_VERSION]
     digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
     return digest, parts
 
@@ -131,6 +148,83 @@ def fetch_sdist(cache):
 
 POOL_BACKWARD = "            bottom_diff[bottom_index] += top_diff[index];\n"
 
+# Adam's CPU update, as the sdist has it: weight decay (one axpy), seven passes of Adam's rule
+# (axpby, mul, axpby, powx, add_scalar, div, scale, where powx is a scalar std::pow loop from
+# mkl_alternate.hpp: 11 % of a regressor step went to powf alone) and the weight update (one more
+# axpy), each a pass over every parameter. dentcae's build runs them as one pass per blob, split over
+# the cores with OpenMP and vectorised (-fno-math-errno lets sqrt vectorise; errno is never read):
+# the same arithmetic per element, in the same order, as BVLC's Regularize ->
+# ComputeUpdateValue -> Net::Update (and as Caffe's own adam_update_gpu kernel); pow(v, 0.5) becomes
+# sqrt(v), both correctly rounded. The diff still holds the applied update afterwards. Other modes
+# (GPU, L1 decay) keep BVLC's path. tests/test_caffe_patches.py checks the result against BVLC's rules.
+ADAM_CPU_FIRST = "    // update m <- \\beta_1 m_{t-1} + (1-\\beta_1)g_t\n"
+ADAM_CPU_LAST = ("    caffe_cpu_scale(N, local_rate*correction,\n        val_t->cpu_data(),\n"
+                 "        net_params[param_id]->mutable_cpu_diff());\n")
+ADAM_LOOP = """\
+#pragma omp parallel for schedule(static) if (N > 65536)
+    for (int i = 0; i < N; ++i) {
+      const Dtype gi = DECAYED;
+      const Dtype mi = (Dtype(1) - beta1) * gi + beta1 * m[i];
+      const Dtype vi = (Dtype(1) - beta2) * (gi * gi) + beta2 * v[i];
+      m[i] = mi;
+      v[i] = vi;
+      UPDATE
+    }
+"""
+ADAM_CPU_FUSED = """\
+    // dentcae: one fused pass (see build_caffe.py)
+    Dtype* g = net_params[param_id]->mutable_cpu_diff();
+    Dtype* m = val_m->mutable_cpu_data();
+    Dtype* v = val_v->mutable_cpu_data();
+    const Dtype scale = local_rate * correction;
+    (void) val_t;
+""" + ADAM_LOOP.replace("DECAYED", "g[i]").replace("UPDATE", "g[i] = scale * (mi / (std::sqrt(vi) + eps_hat));")
+ADAM_APPLY_UPDATE = """
+// dentcae: weight decay, Adam's rule and the weight update in one pass per blob (see build_caffe.py)
+template <typename Dtype>
+void AdamSolver<Dtype>::ApplyUpdate() {
+  if (Caffe::mode() != Caffe::CPU || this->param_.regularization_type() != "L2") {
+    SGDSolver<Dtype>::ApplyUpdate();
+    return;
+  }
+  CHECK(Caffe::root_solver());
+  const Dtype rate = this->GetLearningRate();
+  if (this->param_.display() && this->iter_ % this->param_.display() == 0) {
+    LOG(INFO) << "Iteration " << this->iter_ << ", lr = " << rate;
+  }
+  this->ClipGradients();
+  const vector<Blob<Dtype>*>& net_params = this->net_->learnable_params();
+  const vector<float>& net_params_lr = this->net_->params_lr();
+  const vector<float>& net_params_weight_decay = this->net_->params_weight_decay();
+  const Dtype beta1 = this->param_.momentum();
+  const Dtype beta2 = this->param_.momentum2();
+  const Dtype eps_hat = this->param_.delta();
+  const int t = this->iter_ + 1;
+  const Dtype correction = std::sqrt(Dtype(1) - pow(beta2, t)) /
+      (Dtype(1.) - pow(beta1, t));
+  const size_t update_history_offset = net_params.size();
+  for (int param_id = 0; param_id < net_params.size(); ++param_id) {
+    this->Normalize(param_id);
+    const Dtype local_decay = this->param_.weight_decay() * net_params_weight_decay[param_id];
+    const Dtype scale = rate * net_params_lr[param_id] * correction;
+    const int N = net_params[param_id]->count();
+    Dtype* w = net_params[param_id]->mutable_cpu_data();
+    Dtype* g = net_params[param_id]->mutable_cpu_diff();
+    Dtype* m = this->history_[param_id]->mutable_cpu_data();
+    Dtype* v = this->history_[param_id + update_history_offset]->mutable_cpu_data();
+    if (local_decay) {
+""" + ADAM_LOOP.replace("DECAYED", "local_decay * w[i] + g[i]").replace(
+    "UPDATE", "const Dtype u = scale * (mi / (std::sqrt(vi) + eps_hat));\n      g[i] = u;\n      w[i] -= u;") + """\
+    } else {
+""" + ADAM_LOOP.replace("DECAYED", "g[i]").replace(
+    "UPDATE", "const Dtype u = scale * (mi / (std::sqrt(vi) + eps_hat));\n      g[i] = u;\n      w[i] -= u;") + """\
+    }
+  }
+}
+
+INSTANTIATE_CLASS(AdamSolver);"""
+ADAM_DECLARATION = "  virtual void ComputeUpdateValue(int param_id, Dtype rate);\n\n  DISABLE_COPY_AND_ASSIGN(AdamSolver);"
+
 
 def patch_source(src, boost_python):
     """The source changes this build needs:
@@ -138,7 +232,9 @@ def patch_source(src, boost_python):
     2. net.cpp drops an include of gtest's test_caffe_main.hpp (gtest is not shipped, nothing uses it);
     3. python/CMakeLists.txt is replaced (PYTHON_CMAKELISTS): caffe's sources compile once and link
        into both the python module and the `caffe` tool, against Debian's per-interpreter boost_python;
-    4. python/caffe/io.py imports skimage's resize and says as_gray= (modern scikit-image)."""
+    4. python/caffe/io.py imports skimage's resize and says as_gray= (modern scikit-image);
+    5. Adam's CPU update runs as one fused OpenMP pass (fuse_adam; see ADAM_APPLY_UPDATE above);
+    6. Crop's CPU copy copies each row once (CROP_ROW_ONCE; see above)."""
     # Max pooling over a window of NaNs finds no maximum and leaves its index at -1; the CPU
     # backward pass then writes bottom_diff[-1], corrupting the heap. Skip such windows.
     pool = src / "src/caffe/layers/pooling_layer.cpp"
@@ -157,9 +253,32 @@ def patch_source(src, boost_python):
     if "from skimage.transform import resize" not in text:
         text = text.replace("import numpy as np", "import numpy as np\nfrom skimage.transform import resize", 1)
     io_py.write_text(text)
+    fuse_adam(src)
+    crop = src / "src/caffe/layers/crop_layer.cpp"
+    text = crop.read_text()
+    if text.count(CROP_ROW_LOOP) != 1:
+        raise RuntimeError(f"{crop}: the row loop of crop_copy to patch was not found")
+    crop.write_text(text.replace(CROP_ROW_LOOP, CROP_ROW_ONCE))
 
 
-def build(python, cache, entry, jobs):
+def fuse_adam(src):
+    """Change 5: Adam's CPU update as one OpenMP pass (ADAM_APPLY_UPDATE; see above)."""
+    adam, header = src / "src/caffe/solvers/adam_solver.cpp", src / "include/caffe/sgd_solvers.hpp"
+    text, head = adam.read_text(), header.read_text()
+    first, last = text.find(ADAM_CPU_FIRST), text.find(ADAM_CPU_LAST)
+    if first < 0 or last < first or text.count("INSTANTIATE_CLASS(AdamSolver);") != 1 \
+            or head.count(ADAM_DECLARATION) != 1:
+        raise RuntimeError(f"{adam}: the CPU Adam update to fuse was not found")
+    text = text[:first] + ADAM_CPU_FUSED + text[last + len(ADAM_CPU_LAST):]
+    adam.write_text(text.replace("INSTANTIATE_CLASS(AdamSolver);", ADAM_APPLY_UPDATE))
+    header.write_text(head.replace(ADAM_DECLARATION, ADAM_DECLARATION.replace(
+        "\n\n", "\n  virtual void ApplyUpdate();\n\n")))
+    cmake = src / "python/CMakeLists.txt"
+    cmake.write_text(cmake.read_text().replace("add_library(caffe_objs OBJECT ${srcs})\n", ADAM_OPENMP))
+
+
+def build(python, cache, entry, jobs, cuda=None):
+    """Configure, compile and install into `entry` (atomically); `cuda` as in cache_key."""
     sdist = fetch_sdist(cache)
     py_info = subprocess.run(
         [python, "-c", "import sysconfig, numpy; print(sysconfig.get_paths()['include']);"
@@ -171,14 +290,18 @@ def build(python, cache, entry, jobs):
         run(["tar", "xzf", sdist, "-C", tmp])
         src = tmp / SDIST_FILE.replace(".tar.gz", "")
         patch_source(src, f"boost_python{py_tag}")
-        hdf5_lib = "-L/usr/lib/x86_64-linux-gnu/hdf5/serial" if platform.machine() == "x86_64" else \
-            f"-L/usr/lib/{platform.machine()}-linux-gnu/hdf5/serial"
+        link = f"-L/usr/lib/{platform.machine()}-linux-gnu/hdf5/serial"
+        mode = ["-DCPU_ONLY=ON"]
+        if cuda:
+            caffe_cuda.patch_cuda_source(src)
+            mode, rpath = caffe_cuda.cmake_args(*cuda)
+            link += " " + rpath
         bld = tmp / "build"
-        run(["cmake", "-S", src, "-B", bld, "-DCMAKE_BUILD_TYPE=Release", "-DCPU_ONLY=ON",
+        run(["cmake", "-S", src, "-B", bld, "-DCMAKE_BUILD_TYPE=Release", *mode,
              "-DANACONDA_HOME=/nonexistent", "-DCMAKE_SKIP_RPATH=ON",
              f"-DPYTHON_INCLUDE_DIRS={py_include}", f"-DNUMPY_INCLUDE_DIR={np_include}",
              "-DCMAKE_CXX_FLAGS=-I/usr/include/hdf5/serial -Wno-deprecated-declarations",
-             f"-DCMAKE_SHARED_LINKER_FLAGS={hdf5_lib}", f"-DCMAKE_EXE_LINKER_FLAGS={hdf5_lib}"],
+             f"-DCMAKE_SHARED_LINKER_FLAGS={link}", f"-DCMAKE_EXE_LINKER_FLAGS={link}"],
             stdout=subprocess.DEVNULL)
         run(["cmake", "--build", bld, "--target", "pycaffe", "caffe_tool", "-j", str(jobs)])
         staging = Path(tempfile.mkdtemp(prefix=entry.name + ".partial-", dir=cache))
@@ -191,6 +314,10 @@ def build(python, cache, entry, jobs):
                 capture_output=True, text=True)
             if check.returncode != 0:
                 raise RuntimeError("the built caffe does not import:\n" + check.stderr)
+            record = {"mode": "gpu" if cuda else "cpu", "sdist": SDIST, "patch_version": PATCH_VERSION}
+            if cuda:
+                record.update(cuda=caffe_cuda.nvcc_version(cuda[0]), arch=cuda[1], toolkit=str(cuda[0]))
+            (staging / "build.json").write_text(json.dumps(record, indent=1) + "\n")
             staging.rename(entry)  # atomic: the entry exists only once complete
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -214,6 +341,9 @@ def main():
     ap.add_argument("--venv", default=".venv", help="virtualenv to link caffe into (default .venv)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel compile jobs")
     ap.add_argument("--print-entry", action="store_true", help="print the cache entry path and exit")
+    ap.add_argument("--gpu", action="store_true", default=os.environ.get("CAFFE_GPU") == "1",
+                    help="the CUDA build (CUDA 13 from PyPI; arch from nvidia-smi or CAFFE_CUDA_ARCH, else 90); "
+                         "also CAFFE_GPU=1")
     args = ap.parse_args()
     python = Path(args.venv).resolve() / "bin/python"
     if not python.exists():
@@ -221,17 +351,19 @@ def main():
     cache = Path(os.environ.get("DENTCAE_CACHE", Path.home() / ".cache/dentcae")).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     ensure_debian_packages()  # also the runtime libraries a cached build links against
-    key, parts = cache_key(python)
-    entry = cache / f"caffe-{key}"
+    cuda = (caffe_cuda.install_toolkit(cache), caffe_cuda.gpu_arch()) if args.gpu else None
+    key, parts = cache_key(python, cuda)
+    entry = cache / f"caffe-{'cuda-' if cuda else ''}{key}"
     if args.print_entry:
         print(entry)
         return
     if (entry / "python/caffe/_caffe.so").exists():
         log(f"cached: {entry}")
     else:
-        log(f"building Caffe into {entry} (key from: {', '.join(parts)})")
-        build(python, cache, entry, args.jobs)
-        log(f"built: {entry}")
+        log(f"building {'CUDA' if cuda else 'CPU'} Caffe into {entry} (key from: {', '.join(parts)})")
+        t0 = time.time()
+        build(python, cache, entry, args.jobs, cuda)
+        log(f"built in {(time.time() - t0) / 60:.1f} min: {entry}")
     link_into_venv(args.venv, entry)
     log(f"linked into {args.venv}: import caffe, {args.venv}/bin/caffe")
 

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli, tiny, tiny_config
-from dentcae.backend import CaffeUnavailable, set_device
 from dentcae.config import ConfigError, load_config
 from dentcae.train import TrainingError, run_dir, train
 from dentcae.transfer import read_caffemodel
@@ -109,6 +108,46 @@ def test_nan_or_exploding_loss_stops_and_keeps_the_last_good_snapshot(phantom, c
     assert not (run_dir(cfg) / "final.caffemodel").exists()
 
 
+def _poison_snapshots(monkeypatch, at, before):
+    """Snapshots that put a NaN into conv3's weights at iteration `at`, just before or just after
+    the snapshot taken there."""
+    import dentcae.train as train_module
+
+    class Poisoning(train_module.Snapshots):
+        def take(self):
+            poison = self.solver is not None and self.solver.iter == at
+            if poison and before:
+                self.solver.net.params["conv3"][0].data[0, 0, 0, 0] = np.nan
+            state = super().take()
+            if poison and not before:
+                self.solver.net.params["conv3"][0].data[0, 0, 0, 0] = np.nan
+            return state
+    monkeypatch.setattr(train_module, "Snapshots", Poisoning)
+
+
+def _finite_snapshot(snapshots):
+    latest = json.loads((snapshots / "latest.json").read_text())
+    weights = read_caffemodel(snapshots / latest["caffemodel"])
+    assert weights and all(np.isfinite(b).all() for blobs in weights.values() for b in blobs)
+    return latest["iter"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("before", [False, True], ids=["nan-after-snapshot", "nan-before-snapshot"])
+def test_a_nan_weight_stops_training_and_no_snapshot_holds_it(phantom, clean_tmp, monkeypatch, before):
+    """Weights are scanned only before snapshots: a NaN put in between stops the very next step
+    through its loss, and one present at a snapshot is refused; the last good snapshot stays."""
+    _poison_snapshots(monkeypatch, at=4, before=before)
+    cfg = tiny(clean_tmp, phantom, solver={"max_iter": 8, "snapshot": 2, "test_interval": 100})
+    expected = (r"weights of conv3 became NaN/inf by iteration 4; not snapshotting them.*_iter_2.caffemodel"
+                if before else r"loss is nan \(weights of .*conv3.*\) at iteration 5 .*Last good snapshot: "
+                r".*_iter_4.caffemodel")
+    with pytest.raises(RuntimeError, match=expected):
+        train(cfg, log=lambda m: None)
+    assert _finite_snapshot(run_dir(cfg) / "snapshots") == (2 if before else 4)
+    assert not (run_dir(cfg) / "final.caffemodel").exists()
+
+
 def test_config_errors_name_the_key(phantom, tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump({"solver": {"max_iter": 5}}))
@@ -136,12 +175,3 @@ def test_missing_imagenet_weights_says_where_to_get_them(phantom, clean_tmp):
     cfg = tiny(clean_tmp, phantom, model={"init": "cae", "cae_run": str(clean_tmp / "no_cae")})
     with pytest.raises(TrainingError, match=r"CAE checkpoint .*no_cae/final.caffemodel not found: run the pre-training"):
         train(cfg, log=lambda m: None)
-
-
-@pytest.mark.slow
-def test_gpu_flag_fails_clearly_on_a_cpu_build(phantom, tmp_path):
-    with pytest.raises(CaffeUnavailable, match="CPU-only"):
-        set_device(0)
-    code, out = run_cli("finetune", "--config", str(tiny_config(tmp_path, phantom)), "--gpu", "0")
-    assert code == 2 and "CPU-only" in out
-    assert not (tmp_path / "runs").exists()     # it failed before any work

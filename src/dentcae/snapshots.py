@@ -7,11 +7,14 @@
 latest.json names files relative to the snapshots folder (a run folder can be moved) and records
 their sizes, so a truncated file is never handed to Caffe (whose readers abort the process). A
 missing, corrupt or stale latest.json falls back to the newest complete pair found on disk.
+`take()` refuses weights that are not finite, so no snapshot ever holds a NaN.
 """
 import json
 import re
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 from .atomic import write_atomic
 from .backend import caffe_pb2
@@ -19,6 +22,12 @@ from .backend import caffe_pb2
 
 class SnapshotError(RuntimeError):
     pass
+
+
+def non_finite_layers(net):
+    """Names of the layers of `net` whose weights hold a NaN or an inf (one reduction per blob)."""
+    return [name for name, blobs in net.params.items()
+            if not all(np.isfinite(np.add.reduce(b.data, axis=None)) for b in blobs)]
 
 
 class Snapshots:
@@ -85,6 +94,11 @@ class Snapshots:
 
     def take(self):
         it = self.solver.iter
+        bad = non_finite_layers(self.solver.net)
+        if bad:
+            last = self.latest()
+            raise SnapshotError(f"weights of {', '.join(bad)} became NaN/inf by iteration {it}; not snapshotting "
+                                f"them. Stopped; last good snapshot kept: {last['caffemodel'] if last else 'none yet'}")
         need, free = self._need_bytes(), shutil.disk_usage(self.dir).free
         if free < need:                # Caffe aborts the process when a snapshot write fails
             last = self.latest()

@@ -7,116 +7,63 @@ loss.csv (iter, phase, loss), transfer.json (what was copied where), snapshots/ 
 Loss rows reach loss.csv at each snapshot, together with snapshots/latest.json (written last, by
 rename), so `resume=True` restarts exactly from the newest complete snapshot with the CSV cut to it.
 A non-finite or exploding loss stops the run naming the iteration; the last good snapshot stays.
+training.json records the seconds spent in steps, test passes and snapshots.
 """
 import json
+import os
 import shutil
 import signal
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 from tqdm import tqdm
 
 from . import nets
 from .atomic import atomic_path, write_atomic
 from .backend import caffe_pb2, get_caffe, set_device
-from .config import ConfigError, dump_config
-from .figures import plot_learning_curves, plot_reconstructions
-from .infer import predict, split_data
 from .locks import exclusive
 from .losslog import LossLog
 from .prepare import ensure_dataset, prepare
-from .snapshots import Snapshots
-from .solver import solver_param, write_solver
+from .pretrain_results import stage_figures
+from .runfiles import (TrainingError, check_finite, run_dir, stage_data, stage_splits,  # noqa: F401
+                       write_run_files)
+from .snapshots import Snapshots, non_finite_layers
 from .transfer import TransferError, check_imagenet_weights, copy_layers
 
 ENCODER_CONVS = ["conv1", "conv2", "conv3", "conv4", "conv5"]
 
 
-class TrainingError(RuntimeError):
-    pass
-
-
-def run_dir(cfg):
-    return Path(cfg["runs_dir"]) / cfg["name"]
-
-
-def stage_splits(cfg):
-    return ("cae_train", "cae_test") if cfg["stage"] == "pretrain" else ("reg_train", "reg_test")
-
-
-def _test_batch(count, wanted):
-    """Largest batch <= wanted dividing count, so one test pass sees each sample exactly once."""
-    return max(d for d in range(1, min(count, wanted) + 1) if count % d == 0)
-
-
-def _check_finite(prep, splits):
-    for split in splits:
-        if prep.count(split) == 0:
-            raise TrainingError(f"{prep.dir}: split '{split}' has no samples: fine-tuning needs annotated "
-                                "images in both its training and test splits (pre-training needs none)")
-        for path in prep.h5_files(split):
-            with h5py.File(path, "r") as f:
-                for key in (k for k in ("data", "label", "heatmap") if k in f and (k == "data" or split.startswith("reg"))):
-                    if not np.isfinite(f[key][...]).all():
-                        raise TrainingError(f"{path}: dataset '{key}' holds NaN or inf; refusing to train on it")
-
-
-def _num_landmarks(cfg, prep):
-    k, found = cfg["model"]["num_landmarks"], prep.meta["num_landmarks"]
-    if k is not None and k != found:
-        raise ConfigError(f"config key 'model.num_landmarks' is {k}, but the prepared data has {found} "
-                          "landmarks per sample: remove the key or fix it")
-    return found
-
-
-def write_run_files(cfg, prep, run, gpu=None):
-    """Resolved config, train/deploy nets and solver prototxt of a stage; returns
-    (solver path, test iterations per test pass)."""
-    train_split, test_split = stage_splits(cfg)
-    test_count = prep.count(test_split)
-    test_batch = _test_batch(test_count, cfg["solver"]["test_batch_size"])
-    train_net, deploy = nets.for_config(cfg, _num_landmarks(cfg, prep),
-                                        (prep.source(train_split), prep.source(test_split)), test_batch)
-    (run / "snapshots").mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run / "config.yaml")
-    nets.write_net(train_net, run / "train.prototxt")
-    nets.write_net(deploy, run / "deploy.prototxt")
-    stem, _ = nets.stage_builder(cfg)
-    sp = solver_param(cfg["solver"], (run / "train.prototxt").resolve(), (run / "snapshots" / stem).resolve(),
-                      test_count // test_batch, gpu)
-    sp.snapshot = 0                              # snapshots are taken by this runner (see module docstring)
-    sp.test_interval = cfg["solver"]["max_iter"] + 1   # and so are tests
-    sp.display = 0
-    return write_solver(sp, run / "solver.prototxt"), test_count // test_batch
+PRETRAININGS = {"cae": ("cae_run", "CAE"), "pretext": ("pretext_run", "augmentation-pretext")}
 
 
 def init_source(cfg):
-    """Where the first weights come from: (file or None, layers, warning). Raises before any work
-    when the configured file is missing."""
+    """Where the first weights come from: (file or None, layers, extra transfer-report fields).
+    Raises before any work when the configured file is missing."""
     m, stage = cfg["model"], cfg["stage"]
     if m["init"] == "scratch":
-        return None, [], None
+        return None, [], {}
     if m["init"] == "imagenet":
         try:
             warning = check_imagenet_weights(m["imagenet_weights"])
         except TransferError as e:
             raise TrainingError(str(e)) from None
         layers = [l for l in m["copy_layers"] if stage == "finetune" or l in ENCODER_CONVS + ["fc6", "fc7"]]
-        return Path(m["imagenet_weights"]), layers, warning
+        return Path(m["imagenet_weights"]), layers, {"warning": warning} if warning else {}
+    key, what = PRETRAININGS[m["init"]]
     if stage == "pretrain":
-        raise TrainingError("model.init: cae is for finetune configs; a CAE starts from imagenet or scratch")
-    if not m["cae_run"]:
-        raise TrainingError("model.init: cae needs model.cae_run (the pretrain run folder)")
-    source = Path(m["cae_run"]) / "final.caffemodel"
+        raise TrainingError(f"model.init: {m['init']} is for finetune configs; pre-training starts from "
+                            "imagenet or scratch")
+    if not m[key]:
+        raise TrainingError(f"model.init: {m['init']} needs model.{key} (the pretrain run folder)")
+    source = Path(m[key]) / "final.caffemodel"
     if not source.exists():
-        raise TrainingError(f"CAE checkpoint {source} not found: run the pre-training first "
+        raise TrainingError(f"{what} checkpoint {source} not found: run the pre-training first "
                             f"(make pretrain, or dentcae pretrain --config ...)")
-    return source, m["copy_layers"], None
+    return source, m["copy_layers"], {"pretraining": f"{what} run {m[key]}"}
 
 
-def init_weights(net, source, layers, warning=None):
+def init_weights(net, source, layers, extra=None):
     """Copy `layers` of `source` into `net`; returns the transfer report (also for scratch)."""
     if source is None:
         return {"source": "scratch (MSRA/Xavier random initialisation; no ImageNet weights)",
@@ -125,8 +72,7 @@ def init_weights(net, source, layers, warning=None):
         report = copy_layers(net, source, layers)
     except TransferError as e:
         raise TrainingError(str(e)) from None
-    if warning:
-        report["warning"] = warning
+    report.update(extra or {})
     return report
 
 
@@ -136,16 +82,14 @@ def _loss(net, value=None):
     return raw * float(net.blob_loss_weights["loss"])
 
 
-def _bad_params(net):
-    """Layers whose weights are no longer finite. Checked after every step: a NaN that reaches the
-    next forward pass makes Caffe's max pooling record index -1, and its backward pass then writes
-    out of bounds (heap corruption), so training must stop before that step."""
-    return [name for name, blobs in net.params.items()
-            if not all(np.isfinite(np.add.reduce(b.data, axis=None)) for b in blobs)]
-
-
-def _test_loss(test_net, test_iter):
-    return float(np.mean([_loss(test_net, test_net.forward()["loss"]) for _ in range(test_iter)]))
+def run_test_pass(test_net, test_iter):
+    """One pass over the test split: {"test": mean loss, "test_accuracy": mean accuracy (nets with
+    an Accuracy output, the augmentation pretext)}."""
+    outs = [test_net.forward() for _ in range(test_iter)]
+    result = {"test": float(np.mean([_loss(test_net, o["loss"]) for o in outs]))}
+    if "accuracy" in outs[0]:
+        result["test_accuracy"] = float(np.mean([float(o["accuracy"]) for o in outs]))
+    return result
 
 
 def _open_run(cfg, resume, overwrite):
@@ -207,74 +151,96 @@ def _start(cfg, solver, run, source, snaps, losses, say):
         solver.net.save(str(run / "init.caffemodel"))
 
 
-def _check_step(cfg, solver, first, snaps, losses):
-    """Stop, naming the iteration, when the loss or the weights went bad in the last step."""
-    loss, bad = _loss(solver.net), _bad_params(solver.net)
-    if bad:
-        loss = float("nan")
+def check_loss(cfg, solver, first, snaps, losses):
+    """Stop, naming the iteration, when the last step's loss is not finite or exploded.
+
+    Weights are not scanned here but before every snapshot (Snapshots.take), so no snapshot holds a
+    NaN. A NaN weight cannot go unnoticed in between: the next forward pass carries it into the loss
+    (and max pooling backward, patched in build_caffe.py, skips NaN windows instead of writing out of
+    bounds), and this check runs after every step, before anything is written."""
+    loss = _loss(solver.net)
     if np.isfinite(loss) and loss <= cfg["train"]["loss_explode_factor"] * max(first, 1e-12):
         return
     losses.flush()
-    last = snaps.latest()
-    what = f"weights of {', '.join(bad)} became NaN/inf" if bad else \
-        f"loss {'is ' + str(loss) if not np.isfinite(loss) else f'exploded to {loss:.4g}'}"
+    last, bad = snaps.latest(), non_finite_layers(solver.net)
+    what = f"loss {'is ' + str(loss) if not np.isfinite(loss) else f'exploded to {loss:.4g}'}"
+    if bad:
+        what += f" (weights of {', '.join(bad)} are NaN/inf)"
     raise TrainingError(f"{what} at iteration {solver.iter} (first loss {first:.4g}); stopped. Last good "
                         f"snapshot: {last['caffemodel'] if last else 'none yet'}. Lower solver.base_lr "
                         "or check the data.")
 
 
+def _timed(spent, key, fn, *args):
+    t = time.perf_counter()
+    out = fn(*args)
+    spent[key] += time.perf_counter() - t
+    return out
+
+
 def _loop(cfg, solver, test_iter, snaps, losses, bar):
-    """Step to max_iter: log losses, test every test_interval, snapshot every `snapshot` steps.
+    """Step to max_iter: log losses, test every test_interval, snapshot every `snapshot` steps; returns
+    the seconds spent in steps (with their checks), test passes and snapshots.
     Ctrl-C and SIGTERM set a flag checked between steps, so a stop is always at a snapshot."""
     sc, stop, first = cfg["solver"], {"flag": False}, None
+    spent = {"steps": 0.0, "tests": 0.0, "snapshots": 0.0}
     handlers = {s: signal.signal(s, lambda *_: stop.update(flag=True)) for s in (signal.SIGINT, signal.SIGTERM)}
-    start, t0 = solver.iter, time.time()
+    start = solver.iter
     try:
         while solver.iter < sc["max_iter"]:
-            solver.step(1)
-            it, loss = solver.iter, _loss(solver.net)
-            losses.add(it, "train", loss)
+            loss = _timed(spent, "steps", train_step, solver, losses)
             first = loss if first is None else first
-            _check_step(cfg, solver, first, snaps, losses)
+            _timed(spent, "steps", check_loss, cfg, solver, first, snaps, losses)
+            it = solver.iter
             if it % sc["test_interval"] == 0 or it == sc["max_iter"]:
-                losses.add(it, "test", _test_loss(solver.test_nets[0], test_iter))
-            bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{(it - start) * sc['batch_size'] / (time.time() - t0):.1f}")
+                for phase, value in _timed(spent, "tests", run_test_pass, solver.test_nets[0], test_iter).items():
+                    losses.add(it, phase, value)
+            bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{(it - start) * sc['batch_size'] / spent['steps']:.1f}")
             bar.update(1)
             if (sc["snapshot"] and it % sc["snapshot"] == 0) or it == sc["max_iter"] or stop["flag"]:
                 losses.flush()
-                snaps.take()
+                _timed(spent, "snapshots", snaps.take)
             if stop["flag"]:
                 raise KeyboardInterrupt
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
+    return spent
 
 
-def reconstruction_figure(run, prep, path):
-    """Input vs reconstruction of a CAE run's first two held-out samples."""
-    data = split_data(prep, "cae_test", limit=2)
-    recon = predict(Path(run) / "deploy.prototxt", Path(run) / "final.caffemodel", data, batch=len(data))
-    mean = prep.meta["mean_bgr"][0]
-    plot_reconstructions(data[:, 0] + mean, recon.reshape(data.shape)[:, 0] + mean, path, f"CAE: {Path(run).name}")
+def train_step(solver, losses):
+    """One solver step; its loss (times loss_weight) goes to `losses` and is returned."""
+    solver.step(1)
+    loss = _loss(solver.net)
+    losses.add(solver.iter, "train", loss)
+    return loss
 
 
-def _figures(cfg, run, prep, losses):
-    plot_learning_curves({cfg["name"]: losses.read()}, run / "learning_curves.png", f"{cfg['stage']}: {cfg['name']}")
-    if cfg["stage"] == "pretrain":
-        reconstruction_figure(run, prep, run / "reconstructions.png")
-
-
-def _finish(cfg, solver, run, prep, losses, device, done, wall):
+def _save_final(solver, run, snaps):
+    """final.caffemodel: a hard link to the snapshot just taken at this iteration (Caffe writes
+    snapshot weights exactly as net.save does), else a fresh save."""
+    last = snaps.latest()
     with atomic_path(run / "final.caffemodel") as tmp:
+        if last and last["iter"] == solver.iter:
+            try:
+                os.link(last["caffemodel"], tmp)
+                return
+            except OSError:         # a filesystem without hard links
+                pass
         solver.net.save(str(tmp))
+
+
+def _finish(cfg, solver, run, prep, losses, device, done, wall, spent):
     last = losses.last()
     summary = {"stage": cfg["stage"], "name": cfg["name"], "iterations": solver.iter, "device": device,
                "final_train_loss": last.get("train"), "final_test_loss": last.get("test"),
                "wall_s": round(wall, 1),
                "images_per_s": round(done * cfg["solver"]["batch_size"] / max(wall, 1e-9), 2),
+               "step_images_per_s": round(done * cfg["solver"]["batch_size"] / max(spent["steps"], 1e-9), 2),
+               "time_s": {k: round(v, 1) for k, v in spent.items()},
                "prepared": str(prep.dir), "weights": str(run / "final.caffemodel")}
     write_atomic(run / "training.json", json.dumps(summary, indent=1))
-    _figures(cfg, run, prep, losses)
+    stage_figures(cfg, run, prep, losses)
     return summary
 
 
@@ -285,7 +251,7 @@ def train(cfg, gpu=None, resume=False, overwrite=False, log=print):
     source = None if resume else init_source(cfg)   # a missing weights file stops here
     ensure_dataset(cfg, log)
     prep = prepare(cfg, progress=lambda xs: tqdm(xs, desc="prepare", leave=False), log=log)
-    _check_finite(prep, stage_splits(cfg))
+    check_finite(prep, stage_splits(cfg))
     with exclusive(Path(cfg["runs_dir"]) / f".{cfg['name']}.lock", f"run folder {run_dir(cfg)}"):
         return _train(cfg, gpu, resume, overwrite, log, device, source, prep)
 
@@ -300,19 +266,20 @@ def _train(cfg, gpu, resume, overwrite, log, device, source, prep):
     solver.test_nets[0].share_with(solver.net)
     snaps, losses = Snapshots(solver, run, nets.stage_builder(cfg)[0], say), LossLog(run / "loss.csv")
     _start(cfg, solver, run, source, snaps, losses, say)
-    say(f"  on {device}; data: {prep.dir} ({prep.count(stage_splits(cfg)[0])} train / "
-        f"{prep.count(stage_splits(cfg)[1])} test samples)")
+    _, _, n_train, n_test = stage_data(cfg, prep)
+    say(f"  on {device}; data: {prep.dir} ({n_train} train / {n_test} test samples)")
     start, t0 = solver.iter, time.time()
     bar = tqdm(total=cfg["solver"]["max_iter"], initial=solver.iter, desc=cfg["stage"], unit="it",
                dynamic_ncols=True)
     try:
-        _loop(cfg, solver, test_iter, snaps, losses, bar)
+        spent = _loop(cfg, solver, test_iter, snaps, losses, bar)
     except KeyboardInterrupt:
         say(f"interrupted at iteration {solver.iter}; snapshot kept, continue with --resume")
         raise
     finally:
         bar.close()
-    summary = _finish(cfg, solver, run, prep, losses, device, solver.iter - start, time.time() - t0)
+    _save_final(solver, run, snaps)
+    summary = _finish(cfg, solver, run, prep, losses, device, solver.iter - start, time.time() - t0, spent)
     say(f"done: {solver.iter} iterations in {summary['wall_s']:.0f} s; final train loss "
         f"{summary['final_train_loss']}, test loss {summary['final_test_loss']}; weights {summary['weights']}")
     return summary
