@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from .atomic import write_atomic
+from .pretext import check_methods
 
 
 class ConfigError(ValueError):
@@ -51,11 +52,14 @@ SCHEMA = {
         "cache_dir": "data/cache",
     },
     "model": {
-        "init": "scratch",                  # scratch | imagenet | cae
+        "init": "scratch",                  # scratch | imagenet | cae | pretext
         "head": "regression",               # finetune: regression (the paper's fc8_landmarks) | heatmap
-        "pretext": "cae",                   # pretrain: cae (the paper's auto-encoder)
+        "pretext": "cae",                   # pretrain: cae (the paper's auto-encoder) | augment (name
+                                            # the augmentation: the paper's other unsupervised task)
+        "pretext_methods": ["identity", "rot90", "rot180", "rot270", "hflip", "gamma", "blur"],
         "imagenet_weights": "bvlc_alexnet.caffemodel",
-        "cae_run": None,                    # pretrain run folder whose final weights are copied
+        "cae_run": None,                    # init cae: the CAE run folder whose final weights are copied
+        "pretext_run": None,                # init pretext: the augment-pretext run folder, likewise
         "copy_layers": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6"],
         "freeze": [],                       # layers whose lr_mult/decay_mult are 0
         "dropout": 0.5,                     # drop6/drop7 ratio (AlexNet and the paper: 0.5)
@@ -93,9 +97,9 @@ SCHEMA = {
 }
 OPTIONAL_TYPES = (str, int, float, dict, list)
 STAGES = ("pretrain", "finetune")
-INITS = ("scratch", "imagenet", "cae")
+INITS = ("scratch", "imagenet", "cae", "pretext")
 HEADS = ("regression", "heatmap")
-PRETEXTS = ("cae",)
+PRETEXTS = ("cae", "augment")
 
 
 def _check(cfg, schema, where):
@@ -225,6 +229,11 @@ def validate_values(cfg):
     for key, allowed in (("init", INITS), ("head", HEADS), ("pretext", PRETEXTS)):
         if cfg["model"][key] not in allowed:
             raise ConfigError(f"config key 'model.{key}' must be one of {allowed}, got {cfg['model'][key]!r}")
+    if cfg["model"]["pretext"] == "augment":
+        try:
+            check_methods(cfg["model"]["pretext_methods"])
+        except ValueError as e:
+            raise ConfigError(f"config key {e}") from None
     if cfg["model"]["fc_width"] < 1:
         raise ConfigError("config key 'model.fc_width' must be at least 1")
     if cfg["prepare"]["resize"] not in ("stretch", "pad"):

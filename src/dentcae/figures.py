@@ -68,6 +68,34 @@ def plot_reconstructions(inputs, reconstructions, path, title="CAE"):
     return _save(fig, path)
 
 
+def plot_pretext(curves, matrix, methods, path, title="augmentation pretext"):
+    """(a) loss, (b) held-out accuracy against chance, (c) the confusion matrix (rows: applied,
+    columns: named), of an augmentation-pretext run."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for phase, colour in (("train", COLOURS[0]), ("test", COLOURS[1])):
+        it, loss = curves.get(phase, ([], []))
+        axes[0].plot(*(_smooth(it, loss) if phase == "train" else (it, loss)), color=colour, label=phase)
+    axes[0].set(xlabel="iteration", ylabel="softmax loss", title="(a) Loss")
+    axes[0].legend()
+    it, acc = curves.get("test_accuracy", ([], []))
+    axes[1].plot(it, acc, "o-", color=COLOURS[1])
+    axes[1].axhline(1 / len(methods), color="grey", ls="--", label="chance")
+    axes[1].set(xlabel="iteration", ylabel="held-out accuracy", ylim=(0, 1.02), title="(b) Accuracy")
+    axes[1].legend()
+    rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    axes[2].imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), n in np.ndenumerate(matrix):
+        axes[2].text(j, i, str(n), ha="center", va="center", fontsize=8, color="black" if rows[i, j] < 0.6 else "white")
+    axes[2].set_xticks(range(len(methods)), methods, rotation=45, ha="right")
+    axes[2].set_yticks(range(len(methods)), methods)
+    axes[2].set(xlabel="named", ylabel="applied", title="(c) Held-out confusion")
+    for ax in axes[:2]:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _detection_panel(ax, panel, colours):
     ax.imshow(panel["image"], cmap="gray")
     gt = np.asarray(panel["gt"], float)

@@ -1,4 +1,5 @@
-"""NetSpec generators: the AlexNet auto-encoder (CAE), the landmark regressor, a plain classifier.
+"""NetSpec generators: the AlexNet auto-encoder (CAE), the augmentation classifier, the landmark
+regressor and heatmap detector, a plain classifier.
 
     train, deploy = for_config(cfg, num_landmarks=4, sources=("train.txt", "test.txt"))
     cae(size=224, train=("cae_train.txt", "cae_test.txt"), batch=16)   -> caffe_pb2.NetParameter
@@ -188,6 +189,23 @@ def classifier(size=227, train=None, batch=16, test_batch=16, deploy=True, freez
     return _finish(n, test, "AlexNet", True)
 
 
+def augment_classifier(num_methods, size=224, train=None, batch=16, test_batch=16, deploy=False, freeze=(),
+                       dropout=0.5, width=4096):
+    """AlexNet naming which of `num_methods` augmentations made its input (the paper's other
+    unsupervised pre-training): fc8 replaced by `fc8_pretext`, SoftmaxWithLoss, and an Accuracy
+    on the test phase; conv1-5 and fc6 transfer to the landmark heads as the CAE's do."""
+    caffe = get_caffe()
+    n = caffe.NetSpec()
+    test = _inputs(n, size, deploy, train, batch, test_batch)
+    scores = _encoder(n, set(freeze), "fc8_pretext", num_methods, dropout, width)
+    if deploy:
+        n.prob = caffe.layers.Softmax(scores)
+    else:
+        n.loss = caffe.layers.SoftmaxWithLoss(scores, n.label)
+        n.accuracy = caffe.layers.Accuracy(scores, n.label, include=dict(phase=caffe.TEST))
+    return _finish(n, test, "AlexNet_augment_pretext", True)
+
+
 def _conv(n, name, bottom, out, kernel, freeze, std=None, relu=True, lr=1):
     L = get_caffe().layers
     wf, bf = _fill(std=std)
@@ -243,7 +261,9 @@ def heatmap_net(num_landmarks, size=448, train=None, batch=8, test_batch=8, depl
 
 
 # What each stage builds: {name: (file stem, builder(K, model config, **net keywords))}.
-PRETEXTS = {"cae": ("cae", lambda k, m, **kw: cae(dropout=m["dropout"], width=m["fc_width"], **kw))}
+PRETEXTS = {"cae": ("cae", lambda k, m, **kw: cae(dropout=m["dropout"], width=m["fc_width"], **kw)),
+            "augment": ("pretext", lambda k, m, **kw: augment_classifier(
+                len(m["pretext_methods"]), dropout=m["dropout"], width=m["fc_width"], **kw))}
 HEADS = {"regression": ("landmarks", lambda k, m, **kw: regressor(2 * k, dropout=m["dropout"],
                                                                    width=m["fc_width"], **kw)),
          "heatmap": ("heatmaps", lambda k, m, **kw: heatmap_net(k, width=m["head_width"],

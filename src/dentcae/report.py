@@ -2,101 +2,47 @@
 
     result = run_table("configs/paper/table2.yaml", repeats=1)
 
-A table config names one shared CAE pre-training config, its arms (each a finetune config, the
-paper's published mean/std per landmark, and a label), and the comparisons to test. Arms needing
+A table config (tables.py) names its pre-training configs (the CAE, the augmentation pretext), its
+arms (each a finetune config, the paper's published mean/std per landmark, and a label), and the
+comparisons to test. Arms needing
 ImageNet weights run from scratch when model.imagenet_weights is absent, and the table says so by
 name. Runs go to runs/<table>/<arm>_r<repeat>; a finished run with the same resolved config is
 reused, an interrupted one resumed. Outputs: results/<table>.md/.csv/.json and figures.
 """
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
-import yaml
 from scipy.stats import wilcoxon
 
 from .atomic import write_atomic, write_csv_atomic
-from .config import ConfigError, check_name, load_config, merge, parse_set, read_yaml_mapping
+from .config import ConfigError, load_config
 from .evaluate import describe, detection_panels, evaluate_checkpoint
 from .figures import plot_detections, plot_error_cdf, plot_learning_curves
 from .losslog import LossLog
 from .metrics import SDR_MM, read_prediction_errors
 from .prepare import prepare
-from .train import reconstruction_figure, run_dir, train
+from .pretrain_results import reconstruction_figure
+from .tables import PRETRAIN_KEYS, PRETRAIN_NAMES, load_preset, load_table, resolve_run  # noqa: F401
+from .train import run_dir, train
 
-TABLE_KEYS = {"name", "title", "results_dir", "repeats", "repeat_over", "pretrain", "set", "arms",
-              "comparisons", "note"}
-ARM_KEYS = {"key", "label", "config", "paper"}
-
-
-def load_table(path):
-    path = Path(path)
-    t = read_yaml_mapping(path, "table config", allow_empty=False)
-    for key in t:
-        if key not in TABLE_KEYS:
-            raise ConfigError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(TABLE_KEYS))})")
-    if not isinstance(t.get("arms"), list) or not all(isinstance(a, dict) for a in t["arms"]):
-        raise ConfigError(f"{path}: a table needs 'arms', a list of mappings with key, label and config")
-    for i, arm in enumerate(t["arms"]):
-        missing = {"key", "config"} - set(arm)
-        if missing:
-            raise ConfigError(f"{path}: arms[{i}]: missing {', '.join(sorted(missing))}")
-        for key in arm:
-            if key not in ARM_KEYS:
-                raise ConfigError(f"{path}: arms[{i}]: unknown key '{key}' (known: {', '.join(sorted(ARM_KEYS))})")
-    if "name" not in t:
-        raise ConfigError(f"{path}: a table needs a 'name' (its runs go to runs/<name>/)")
+def _made_by(run, cfg):
+    """The run folder's saved config is `cfg` (keys added to the schema since it was written count
+    with their defaults, so older runs of the same settings are still recognised)."""
     try:
-        check_name(t["name"])
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    keys = [a["key"] for a in t["arms"]]
-    for a, b in t.get("comparisons", []):
-        if a not in keys or b not in keys:
-            raise ConfigError(f"{path}: comparison [{a}, {b}] names an arm that is not in 'arms'")
-    t.setdefault("repeats", 1)
-    t.setdefault("repeat_over", "seed")
-    t.setdefault("results_dir", "results")
-    if t["repeat_over"] not in ("seed", "fold"):
-        raise ConfigError(f"{path}: repeat_over must be seed or fold")
-    return t
-
-
-def _resolve(config, table, name, repeat, extra):
-    """Arm or CAE config for one repeat: table-wide `set`, --set, run folder, seed or fold."""
-    over = {}
-    for k, v in (table.get("set") or {}).items():   # the table's settings, then --set on top
-        _merge_dotted(over, k, v)
-    cfg = load_config(config, merge(over, parse_set(extra)))
-    cfg["runs_dir"], cfg["name"] = str(Path(cfg["runs_dir"]) / table["name"]), f"{name}_r{repeat}"
-    if table["repeat_over"] == "seed":
-        cfg["solver"]["random_seed"] = cfg["seed"] = repeat
-    else:
-        cfg["prepare"]["folds"], cfg["prepare"]["fold"] = table["repeats"], repeat
-    replaced = None
-    if cfg["model"]["init"] == "imagenet" and not Path(cfg["model"]["imagenet_weights"]).exists():
-        replaced = f"{name}: ImageNet weights {cfg['model']['imagenet_weights']} absent, ran from scratch"
-        cfg["model"]["init"] = "scratch"
-    return cfg, replaced
-
-
-def _merge_dotted(over, key, value):
-    node = over
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-    node[parts[-1]] = value
-    return over
+        return (run / "config.yaml").exists() and load_config(run / "config.yaml") == cfg
+    except ConfigError:
+        return False
 
 
 def _train_or_reuse(cfg, gpu, log):
     run = run_dir(cfg)
-    saved = run / "config.yaml"
-    if (run / "final.caffemodel").exists() and saved.exists() and yaml.safe_load(saved.read_text()) == cfg:
+    same = _made_by(run, cfg)
+    if same and (run / "final.caffemodel").exists():
         log(f"reusing finished run {run}")
         return
-    resume = (run / "snapshots" / "latest.json").exists() and saved.exists() and \
-        yaml.safe_load(saved.read_text()) == cfg
+    resume = same and (run / "snapshots" / "latest.json").exists()
     train(cfg, gpu=gpu, resume=resume, overwrite=not resume, log=log)
 
 
@@ -110,7 +56,7 @@ class _Collected:
     def __init__(self, arms):
         self.errors = {k: [] for k in arms}      # per repeat: (N, K) mm errors
         self.samples = {k: [] for k in arms}     # per repeat: the sample ids of those rows
-        self.runs, self.replaced, self.cae_runs, self.baselines = {}, set(), [], []
+        self.runs, self.replaced, self.cae_runs, self.pretext_runs, self.baselines = {}, set(), [], [], []
         self.names, self.synthetic, self.dataset_root, self.data = None, False, None, None
         self.wall_s = {}                          # training seconds per arm, all repeats
 
@@ -129,24 +75,31 @@ class _Collected:
 def _run_arms(table, arms, gpu, overrides, log):
     """Train (or reuse) the shared CAE and every arm for every repeat, and evaluate each arm."""
     got = _Collected(arms)
-    needs_cae = any(load_config(a["config"])["model"]["init"] == "cae" for a in table["arms"])
+    inits = {load_config(a["config"])["model"]["init"] for a in table["arms"]}
+    pretrains = {init: table[key] for init, key in PRETRAIN_KEYS.items() if init in inits}
+    for init in pretrains:
+        if pretrains[init] is None:
+            raise ConfigError(f"{table['name']}: arms start from '{init}' but the table names no "
+                              f"'{PRETRAIN_KEYS[init]}' config")
 
     def resolve(config, name, repeat):
-        cfg, note = _resolve(config, table, name, repeat, overrides)
+        cfg, note = resolve_run(config, table, name, repeat, overrides)
         if note and note not in got.replaced:
             log(f"replaced: {note}")
             got.replaced.add(note)
         return cfg
 
     for r in range(table["repeats"]):
-        if needs_cae:
-            cae_cfg = resolve(table["pretrain"], "cae", r if table["repeat_over"] == "seed" else 0)
-            _train_or_reuse(cae_cfg, gpu, log)
-            got.cae_runs.append(run_dir(cae_cfg))
+        pre_runs = {}
+        for init, config in pretrains.items():          # the CAE, the augmentation pretext
+            pre_cfg = resolve(config, PRETRAIN_NAMES[init], r if table["repeat_over"] == "seed" else 0)
+            _train_or_reuse(pre_cfg, gpu, log)
+            pre_runs[init] = run_dir(pre_cfg)
+            (got.cae_runs if init == "cae" else got.pretext_runs).append(pre_runs[init])
         for key, arm in arms.items():
             cfg = resolve(arm["config"], key, r)
-            if cfg["model"]["init"] == "cae":
-                cfg["model"]["cae_run"] = str(run_dir(cae_cfg))
+            if cfg["model"]["init"] in pre_runs:
+                cfg["model"][f"{cfg['model']['init']}_run"] = str(pre_runs[cfg["model"]["init"]])
             _train_or_reuse(cfg, gpu, log)
             got.add(key, cfg, evaluate_checkpoint(cfg, run_dir(cfg), gpu=gpu))
     return got
@@ -165,11 +118,17 @@ def _table_figures(stem, table, got):
         reconstruction_figure(cae, prepare(load_config(cae / "config.yaml")), f"{stem}_cae_reconstructions.png")
         plot_learning_curves({"CAE": LossLog(cae / "loss.csv").read()}, f"{stem}_cae_learning_curves.png",
                              "CAE pre-training")
+    if got.pretext_runs:
+        shutil.copyfile(got.pretext_runs[0] / "pretext.png", f"{stem}_pretext.png")
 
 
-def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print):
-    """Train and evaluate every arm; write <name>.md/.json/.csv and figures; returns the result."""
+def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=None, log=print):
+    """Train and evaluate every arm; write <name>.md/.json/.csv and figures; returns the result.
+    `preset` (tables.load_preset) scales every run's schedule, e.g. "gpu"."""
     table = load_table(path)
+    table["preset"] = load_preset(preset)
+    if preset:                      # its runs and results stand beside the table's own, never over them
+        table["name"] = f"{table['name']}_{Path(preset).stem}"
     if repeats:
         table["repeats"] = repeats
     out = Path(out or table["results_dir"])
@@ -179,15 +138,13 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print)
     result = _tabulate(table, arms, got.errors, got.names, sorted(got.replaced), got.synthetic, got.samples,
                        describe(got.data), got.wall_s)
     result["data"] = got.data
+    result["preset"] = table["preset"] or None
     baseline = float(np.mean(got.baselines))
     result["baseline_mean_shape_mre_mm"] = baseline
     markdown = result.pop("markdown_text") + (
         f"\nNo-learning baseline: predicting the training set's mean landmarks gives an MRE of "
         f"{baseline:.4f} mm on the same test samples.\n")
-    if got.cae_runs:
-        cae_s = [json.loads((r / "training.json").read_text())["wall_s"] for r in dict.fromkeys(got.cae_runs)]
-        result["cae_wall_s"] = float(sum(cae_s))
-        markdown += f"CAE pre-training: {sum(cae_s) / 60:.1f} min ({len(cae_s)} run(s)).\n"
+    markdown += _pretraining_lines(result, got)
     stem = out / table["name"]
     result["markdown"] = str(stem) + ".md"
     write_atomic(str(stem) + ".md", markdown)
@@ -195,6 +152,26 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, log=print)
     write_csv_atomic(str(stem) + ".csv", _csv_rows(result))
     _table_figures(stem, table, got)
     return result
+
+
+def _pretraining_lines(result, got):
+    """Wall time of the pre-training runs (and the pretext's held-out accuracy), into result and text."""
+    text = ""
+    if got.cae_runs:
+        cae_s = [json.loads((r / "training.json").read_text())["wall_s"] for r in dict.fromkeys(got.cae_runs)]
+        result["cae_wall_s"] = float(sum(cae_s))
+        text += f"CAE pre-training: {sum(cae_s) / 60:.1f} min ({len(cae_s)} run(s)).\n"
+    if got.pretext_runs:
+        runs = list(dict.fromkeys(got.pretext_runs))
+        wall = sum(json.loads((r / "training.json").read_text())["wall_s"] for r in runs)
+        pretext = [json.loads((r / "pretext.json").read_text()) for r in runs]
+        result["pretext_wall_s"] = float(wall)
+        result["pretext_held_out_accuracy"] = [p["held_out_accuracy"] for p in pretext]
+        text += (f"Augmentation-pretext pre-training: {wall / 60:.1f} min ({len(runs)} run(s)); it names the "
+                 f"augmentation of held-out images with accuracy "
+                 f"{', '.join(f'{p:.3f}' for p in result['pretext_held_out_accuracy'])} "
+                 f"(chance {pretext[0]['chance']:.3f}; methods: {', '.join(pretext[0]['methods'])}).\n")
+    return text
 
 
 def _paired(errors, samples, a, b):
