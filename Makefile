@@ -9,6 +9,8 @@ STAMP      := $(VENV)/.dentcae-installed
 CONFIG     ?= configs/phantom_cae_finetune.yaml
 PRETRAIN_CONFIG ?= configs/phantom_cae_pretrain.yaml
 GPU        ?=
+# The CUDA build of Caffe: CAFFE_GPU=1, and by default wherever nvidia-smi lists a GPU.
+CAFFE_GPU  ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 GPU_FLAG   := $(if $(GPU),--gpu $(GPU),)
 TRAIN_FLAGS ?=
 
@@ -20,12 +22,13 @@ help:
 	@echo "make test      the whole test suite (builds Caffe on first use, cached; trains narrow nets)"
 	@echo "make test-fast pure and data tests only: no Caffe build, no training (< 1 min)"
 	@echo "make setup     Debian packages + .venv + cached CPU Caffe build, then 'dentcae doctor'"
+	@echo "make caffe CAFFE_GPU=1   the CUDA build of Caffe (CUDA 13 from PyPI; default where nvidia-smi finds a GPU)"
 	@echo "make data      write the default synthetic phantom to data/phantom"
 	@echo "make pretrain  CAE pre-training with PRETRAIN_CONFIG=$(PRETRAIN_CONFIG)"
 	@echo "make finetune  landmark regressor fine-tuning with CONFIG=$(CONFIG)"
 	@echo "make table1 / make table2   rebuild the paper's Tables I / II from configs/paper/"
 	@echo "make table3    ours: regression vs heatmap head x scratch vs CAE (configs/ours/table3.yaml)"
-	@echo "make bench     caffe time: per-iteration forward/backward ms of the generated nets"
+	@echo "make bench     training images/s of the CAE and the regressor against caffe time's forward+backward bound"
 	@echo "GPU=N          pass --gpu N to training (needs a CUDA build of Caffe)"
 	@echo "TRAIN_FLAGS=--resume (or --overwrite)   for make pretrain / make finetune on an existing run"
 
@@ -38,7 +41,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 caffe: $(STAMP)
-	$(PY) scripts/build_caffe.py --venv $(VENV)
+	$(PY) scripts/build_caffe.py --venv $(VENV) $(if $(filter 1,$(CAFFE_GPU)),--gpu,)
 
 setup: caffe
 	$(DENTCAE) doctor
@@ -77,7 +80,7 @@ evaluate: caffe
 demo: setup
 	$(PY) scripts/demo.py $(GPU_FLAG)
 
-bench: caffe
+bench: data
 	$(PY) scripts/bench.py
 
 table1: data

@@ -3,11 +3,15 @@
 Everything else calls `get_caffe()` (and `set_device()` before building solvers), so a missing or
 broken build is reported once, readably, with the command that fixes it.
 """
+import json
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 _caffe = None
-SETUP_HINT = "run `make setup` (it builds a CPU Caffe into ~/.cache/dentcae and links it into .venv)"
+SETUP_HINT = ("run `make setup` (it builds a CPU Caffe into ~/.cache/dentcae and links it into .venv; "
+              "`make caffe CAFFE_GPU=1` builds the CUDA one)")
 
 
 class CaffeUnavailable(RuntimeError):
@@ -33,11 +37,23 @@ def caffe_pb2():
     return pb2
 
 
+def build_record():
+    """What scripts/build_caffe.py recorded next to the build it linked (build.json), or {}."""
+    path = Path(get_caffe().__file__).resolve().parents[2] / "build.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def gpu_available():
     """True when this Caffe build was compiled with CUDA.
 
     A CPU_ONLY build's set_mode_gpu() does not fail, and its device calls abort the whole process
-    ("Cannot use GPU in CPU-only Caffe"), so look at the built module instead of asking a device."""
+    ("Cannot use GPU in CPU-only Caffe"), so look at the build instead of asking a device."""
+    record = build_record()
+    if "mode" in record:
+        return record["mode"] == "gpu"
     so = getattr(get_caffe()._caffe, "__file__", "")
     try:
         with open(so, "rb") as fh:
@@ -46,17 +62,33 @@ def gpu_available():
         return False
 
 
+def cuda_devices():
+    """[(index, name, memory MiB)] of the CUDA devices nvidia-smi sees; [] without a driver or GPU."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    rows = [line.split(", ") for line in out.stdout.splitlines() if out.returncode == 0 and line.strip()]
+    return [(int(r[0]), r[1], int(float(r[2]))) for r in rows if len(r) == 3 and r[0].isdigit()]
+
+
 def set_device(gpu=None):
-    """CPU by default; `gpu=N` selects CUDA device N, and fails before any work on a CPU-only build."""
+    """CPU by default; `gpu=N` selects CUDA device N, and fails before any work on a CPU-only build
+    or when there is no device N (Caffe would abort the process instead of raising)."""
     caffe = get_caffe()
     if gpu is None:
         caffe.set_mode_cpu()
         return "cpu"
     if not gpu_available():
         raise CaffeUnavailable(
-            f"--gpu {gpu} asked for, but this Caffe build is CPU-only (built from the brocolli-caffe "
-            "sdist, whose CMake forces CPU_ONLY). Drop --gpu, or point PYTHONPATH at a CUDA build of "
-            "BVLC Caffe.")
+            f"--gpu {gpu} asked for, but this Caffe build is CPU-only. Drop --gpu, or build the CUDA "
+            "Caffe with `make caffe CAFFE_GPU=1` (on a machine with an NVIDIA driver).")
+    devices = cuda_devices()
+    if int(gpu) not in [d[0] for d in devices]:
+        found = ", ".join(f"{i}: {name}" for i, name, _ in devices) or "none (no NVIDIA driver or GPU here)"
+        raise CaffeUnavailable(f"--gpu {gpu} asked for; this is a GPU build of Caffe, but CUDA device {gpu} "
+                               f"does not exist. Devices nvidia-smi finds: {found}.")
     caffe.set_device(int(gpu))
     caffe.set_mode_gpu()
     return f"gpu:{gpu}"
@@ -69,10 +101,18 @@ def build_info():
     return {
         "caffe_path": os.path.dirname(caffe.__file__),
         "caffe_version": getattr(caffe, "__version__", "unknown"),
-        "mode": "GPU-capable" if gpu_available() else "CPU-only",
+        "mode": _mode(),
+        "devices": cuda_devices() if gpu_available() else [],
         "layer_types": len(layers),
         "has_bvlc_layers": all(t in layers for t in (
             "Convolution", "Deconvolution", "InnerProduct", "HDF5Data", "EuclideanLoss", "LRN",
             "Crop", "Reshape", "Input", "Dropout", "Pooling", "ReLU")),
         "python": sys.version.split()[0],
     }
+
+
+def _mode():
+    record = build_record()
+    if not gpu_available():
+        return "CPU-only"
+    return f"GPU build (CUDA {record.get('cuda', '?')}, sm_{record.get('arch', '?')})"

@@ -41,11 +41,14 @@ def cmd_doctor(args):
     print(f"caffe      {info['caffe_version']} from {info['caffe_path']}")
     print(f"build      {info['mode']}, {info['layer_types']} layer types "
           f"({'all' if info['has_bvlc_layers'] else 'NOT all'} BVLC layers dentcae uses)")
+    if info["mode"] != "CPU-only":
+        devices = "; ".join(f"{i}: {name}, {mib / 1024:.0f} GiB" for i, name, mib in info["devices"])
+        print(f"devices    {devices or 'no CUDA device (nvidia-smi finds none): --gpu will refuse'}")
     print(f"python     {info['python']}; numpy {numpy.__version__}; protobuf {google.protobuf.__version__}")
     import os
     blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
     threads = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if k in os.environ}
-    print(f"blas       caffe: Debian OpenBLAS (pthread); numpy: {blas.get('name')} {blas.get('version')}; "
+    print(f"blas       caffe: Debian OpenBLAS (pthread), OpenMP for the Adam update; numpy: {blas.get('name')} {blas.get('version')}; "
           f"threads: {threads or f'unset, so all {os.cpu_count()} cores'}")
     if not info["has_bvlc_layers"]:
         print("doctor: FAIL: this Caffe lacks layer types dentcae needs", file=sys.stderr)
@@ -141,7 +144,8 @@ def cmd_evaluate(args):
 
 def cmd_table(args):
     from .report import run_table
-    result = run_table(args.table, repeats=args.repeats, gpu=args.gpu, out=args.out, overrides=args.set)
+    result = run_table(args.table, repeats=args.repeats, gpu=args.gpu, out=args.out, overrides=args.set,
+                       preset=args.preset)
     print(Path(result["markdown"]).read_text())
     return 0
 
@@ -180,13 +184,15 @@ def build_parser():
     p.add_argument("--out", default=None, help="output folder (default: the run folder)")
     p.add_argument("--gpu", type=int, default=None, metavar="N")
     p.set_defaults(fn=cmd_evaluate)
-    p = sub.add_parser("table", help="rebuild a paper table from its config")
-    p.add_argument("table", help="configs/paper/table1.yaml or table2.yaml")
+    p = sub.add_parser("table", help="rebuild a paper table (or ours) from its config")
+    p.add_argument("table", help="configs/paper/table1.yaml, table2.yaml, configs/ours/table3.yaml, ...")
     p.add_argument("--repeats", type=int, default=None, help="seeds per arm (default: the table's)")
     p.add_argument("--out", default=None, help="results folder (default: the table's)")
     p.add_argument("--gpu", type=int, default=None, metavar="N")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value in every arm's config")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="schedule preset, e.g. gpu (configs/presets/gpu.yaml: iterations x20)")
     p.set_defaults(fn=cmd_table)
     return ap
 
