@@ -21,7 +21,7 @@ CUDA_VERSION = "13.0.2"
 TOOLKIT = f"cuda-toolkit[nvcc,nvvm,crt,cudart,cublas,curand,cccl]=={CUDA_VERSION}"
 DEFAULT_ARCH = "90"     # H100/H200; CUDA 13 builds nothing older than sm_75
 UNVERSIONED = ("libcudart", "libcublas", "libcublasLt", "libcurand")
-CUDA_PATCH_VERSION = "1"
+CUDA_PATCH_VERSION = "2"
 
 # CUDA 13 removed these cudaDeviceProp fields; DeviceQuery asks for the attributes instead.
 DEVICE_PROP_FIELDS = {"prop.clockRate": "cudaDevAttrClockRate",
@@ -49,7 +49,9 @@ void ProposalLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
 INSTANTIATE_LAYER_GPU_FUNCS(ProposalLayer);"""
 CUDA_CMAKE = """
 if(HAVE_CUDA)
-  cuda_include_directories(/usr/include/hdf5/serial ${PYTHON_INCLUDE_DIRS} ${NUMPY_INCLUDE_DIR})
+  target_include_directories(caffe_objs PRIVATE ${CUDA_INCLUDE_DIRS} ${CUDA_TOOLKIT_ROOT_DIR}/include/cccl)
+  cuda_include_directories(/usr/include/hdf5/serial ${PYTHON_INCLUDE_DIRS} ${NUMPY_INCLUDE_DIR}
+                           ${CUDA_TOOLKIT_ROOT_DIR}/include/cccl)
   caffe_cuda_compile(caffe_cuda_objs ${cuda})
   target_sources(pycaffe PRIVATE ${caffe_cuda_objs})
   target_sources(caffe_tool PRIVATE ${caffe_cuda_objs})

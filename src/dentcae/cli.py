@@ -142,10 +142,20 @@ def cmd_evaluate(args):
     return 0
 
 
+def _device_list(text):
+    try:
+        devices = [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--gpus wants device numbers like 0,1,2, got {text!r}") from None
+    if not devices or len(set(devices)) != len(devices):
+        raise argparse.ArgumentTypeError(f"--gpus wants distinct device numbers like 0,1,2, got {text!r}")
+    return devices
+
+
 def cmd_table(args):
     from .report import run_table
     result = run_table(args.table, repeats=args.repeats, gpu=args.gpu, out=args.out, overrides=args.set,
-                       preset=args.preset)
+                       preset=args.preset, gpus=args.gpus)
     print(Path(result["markdown"]).read_text())
     return 0
 
@@ -191,6 +201,8 @@ def build_parser():
     p.add_argument("--gpu", type=int, default=None, metavar="N")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value in every arm's config")
+    p.add_argument("--gpus", default=None, metavar="N,N,...", type=_device_list,
+                   help="run the arms and repeats in parallel, one process per CUDA device")
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="schedule preset, e.g. gpu (configs/presets/gpu.yaml: iterations x20)")
     p.set_defaults(fn=cmd_table)

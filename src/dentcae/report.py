@@ -18,8 +18,10 @@ from scipy.stats import wilcoxon
 
 from .atomic import write_atomic, write_csv_atomic
 from .config import ConfigError, load_config
+from .backend import set_device
 from .evaluate import describe, detection_panels, evaluate_checkpoint
 from .figures import plot_detections, plot_error_cdf, plot_learning_curves
+from .jobs import run_jobs
 from .losslog import LossLog
 from .metrics import SDR_MM, read_prediction_errors
 from .prepare import prepare
@@ -72,15 +74,27 @@ class _Collected:
         self.baselines.append(summary["baseline_mean_shape_mre_mm"])
 
 
-def _run_arms(table, arms, gpu, overrides, log):
-    """Train (or reuse) the shared CAE and every arm for every repeat, and evaluate each arm."""
-    got = _Collected(arms)
+def train_and_evaluate(cfg, gpu):
+    """One arm's run: train (or reuse) it, then score it on its test split (a job of jobs.run_jobs)."""
+    _train_or_reuse(cfg, gpu, print)
+    return evaluate_checkpoint(cfg, run_dir(cfg), gpu=gpu)
+
+
+def _pretrainings(table):
+    """{init: pre-training config} of the inits the arms use (cae, pretext)."""
     inits = {load_config(a["config"])["model"]["init"] for a in table["arms"]}
     pretrains = {init: table[key] for init, key in PRETRAIN_KEYS.items() if init in inits}
-    for init in pretrains:
-        if pretrains[init] is None:
+    for init, config in pretrains.items():
+        if config is None:
             raise ConfigError(f"{table['name']}: arms start from '{init}' but the table names no "
                               f"'{PRETRAIN_KEYS[init]}' config")
+    return pretrains
+
+
+def _run_arms(table, arms, devices, overrides, log):
+    """Train (or reuse) the pre-trainings, then every arm for every repeat (on all `devices` at
+    once when there are several), and evaluate each arm."""
+    got, pretrains, jobs = _Collected(arms), _pretrainings(table), []
 
     def resolve(config, name, repeat):
         cfg, note = resolve_run(config, table, name, repeat, overrides)
@@ -93,15 +107,16 @@ def _run_arms(table, arms, gpu, overrides, log):
         pre_runs = {}
         for init, config in pretrains.items():          # the CAE, the augmentation pretext
             pre_cfg = resolve(config, PRETRAIN_NAMES[init], r if table["repeat_over"] == "seed" else 0)
-            _train_or_reuse(pre_cfg, gpu, log)
+            _train_or_reuse(pre_cfg, devices[0], log)
             pre_runs[init] = run_dir(pre_cfg)
             (got.cae_runs if init == "cae" else got.pretext_runs).append(pre_runs[init])
         for key, arm in arms.items():
             cfg = resolve(arm["config"], key, r)
             if cfg["model"]["init"] in pre_runs:
                 cfg["model"][f"{cfg['model']['init']}_run"] = str(pre_runs[cfg["model"]["init"]])
-            _train_or_reuse(cfg, gpu, log)
-            got.add(key, cfg, evaluate_checkpoint(cfg, run_dir(cfg), gpu=gpu))
+            jobs.append((key, cfg))
+    for (key, cfg), summary in zip(jobs, run_jobs(train_and_evaluate, [cfg for _, cfg in jobs], devices)):
+        got.add(key, cfg, summary)
     return got
 
 
@@ -122,9 +137,14 @@ def _table_figures(stem, table, got):
         shutil.copyfile(got.pretext_runs[0] / "pretext.png", f"{stem}_pretext.png")
 
 
-def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=None, log=print):
+def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=None, gpus=None, log=print):
     """Train and evaluate every arm; write <name>.md/.json/.csv and figures; returns the result.
-    `preset` (tables.load_preset) scales every run's schedule, e.g. "gpu"."""
+    `preset` (tables.load_preset) scales every run's schedule, e.g. "gpu"; `gpus` runs the arms
+    and repeats in parallel, one process per GPU (`gpu`: all on one device)."""
+    devices = list(gpus) if gpus else [gpu]
+    for device in devices:
+        if device is not None:
+            set_device(device)          # a GPU asked for but absent fails here, before any work
     table = load_table(path)
     table["preset"] = load_preset(preset)
     if preset:                      # its runs and results stand beside the table's own, never over them
@@ -134,7 +154,7 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=Non
     out = Path(out or table["results_dir"])
     out.mkdir(parents=True, exist_ok=True)
     arms = {a["key"]: a for a in table["arms"]}
-    got = _run_arms(table, arms, gpu, overrides, log)
+    got = _run_arms(table, arms, devices, overrides, log)
     result = _tabulate(table, arms, got.errors, got.names, sorted(got.replaced), got.synthetic, got.samples,
                        describe(got.data), got.wall_s)
     result["data"] = got.data
