@@ -21,7 +21,7 @@ CUDA_VERSION = "13.0.2"
 TOOLKIT = f"cuda-toolkit[nvcc,nvvm,crt,cudart,cublas,curand,cccl]=={CUDA_VERSION}"
 DEFAULT_ARCH = "90"     # H100/H200; CUDA 13 builds nothing older than sm_75
 UNVERSIONED = ("libcudart", "libcublas", "libcublasLt", "libcurand")
-CUDA_PATCH_VERSION = "2"
+CUDA_PATCH_VERSION = "3"
 
 # CUDA 13 removed these cudaDeviceProp fields; DeviceQuery asks for the attributes instead.
 DEVICE_PROP_FIELDS = {"prop.clockRate": "cudaDevAttrClockRate",
@@ -47,9 +47,12 @@ void ProposalLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
     const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {}
 
 INSTANTIATE_LAYER_GPU_FUNCS(ProposalLayer);"""
+CUDA_INCLUDES = """if(HAVE_CUDA)      # dentcae: every C++ target here includes the CUDA headers (device_alternate.hpp)
+  include_directories(${CUDA_INCLUDE_DIRS} ${CUDA_TOOLKIT_ROOT_DIR}/include/cccl)
+endif()
+"""
 CUDA_CMAKE = """
 if(HAVE_CUDA)
-  target_include_directories(caffe_objs PRIVATE ${CUDA_INCLUDE_DIRS} ${CUDA_TOOLKIT_ROOT_DIR}/include/cccl)
   cuda_include_directories(/usr/include/hdf5/serial ${PYTHON_INCLUDE_DIRS} ${NUMPY_INCLUDE_DIR}
                            ${CUDA_TOOLKIT_ROOT_DIR}/include/cccl)
   caffe_cuda_compile(caffe_cuda_objs ${cuda})
@@ -96,7 +99,8 @@ def patch_cuda_source(src):
         if not (layers / f"{cpp.stem}.cu").exists() and STUB_BLOCK.search(text):
             cpp.write_text(STUB_BLOCK.sub(lambda m: GPU_FALLBACK.format(cls=m.group(1)), text))
     cmake = src / "python/CMakeLists.txt"
-    cmake.write_text(cmake.read_text().replace("\nadd_custom_command(", CUDA_CMAKE + "\nadd_custom_command(", 1))
+    text = cmake.read_text().replace("\nadd_custom_command(", CUDA_CMAKE + "\nadd_custom_command(", 1)
+    cmake.write_text(CUDA_INCLUDES + text)
 
 
 def install_toolkit(cache):
