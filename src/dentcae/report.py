@@ -9,6 +9,7 @@ ImageNet weights run from scratch when model.imagenet_weights is absent, and the
 name. Runs go to runs/<table>/<arm>_r<repeat>; a finished run with the same resolved config is
 reused, an interrupted one resumed. Outputs: results/<table>.md/.csv/.json and figures.
 """
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -74,9 +75,10 @@ class _Collected:
         self.baselines.append(summary["baseline_mean_shape_mre_mm"])
 
 
-def train_and_evaluate(cfg, gpu):
-    """One arm's run: train (or reuse) it, then score it on its test split (a job of jobs.run_jobs)."""
-    _train_or_reuse(cfg, gpu, print)
+def train_and_evaluate(cfg, gpu, log=print):
+    """One arm's run: train (or reuse) it, then score it on its test split (a job of jobs.run_jobs;
+    worker processes log to their stdout)."""
+    _train_or_reuse(cfg, gpu, log)
     return evaluate_checkpoint(cfg, run_dir(cfg), gpu=gpu)
 
 
@@ -115,7 +117,8 @@ def _run_arms(table, arms, devices, overrides, log):
             if cfg["model"]["init"] in pre_runs:
                 cfg["model"][f"{cfg['model']['init']}_run"] = str(pre_runs[cfg["model"]["init"]])
             jobs.append((key, cfg))
-    for (key, cfg), summary in zip(jobs, run_jobs(train_and_evaluate, [cfg for _, cfg in jobs], devices)):
+    job = train_and_evaluate if len(devices) > 1 else functools.partial(train_and_evaluate, log=log)
+    for (key, cfg), summary in zip(jobs, run_jobs(job, [cfg for _, cfg in jobs], devices)):
         got.add(key, cfg, summary)
     return got
 
