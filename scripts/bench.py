@@ -26,7 +26,7 @@ from pathlib import Path
 
 from dentcae import nets, train
 from dentcae.atomic import write_atomic
-from dentcae.backend import get_caffe, set_device
+from dentcae.backend import CaffeUnavailable, get_caffe, set_device
 from dentcae.config import load_config
 from dentcae.losslog import LossLog
 from dentcae.prepare import ensure_dataset, prepare
@@ -147,7 +147,10 @@ def main():
                     help="only `caffe time` of the CAE, regressor, heatmap and AlexNet nets (CPU, and --gpu)")
     ap.add_argument("--out", default="results/bench.json", help="where to write the numbers")
     args = ap.parse_args()
-    set_device(args.gpu)                   # a GPU asked for but absent fails here, before any work
+    try:
+        set_device(args.gpu)               # a GPU asked for but absent fails here, before any work
+    except CaffeUnavailable as e:
+        sys.exit(f"make bench: {e}")
     set_device(None)
     info = {"machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
             "blas": blas(), "data": "SYNTHETIC phantom (make data)", "iterations": args.iterations}
