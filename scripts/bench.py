@@ -94,10 +94,10 @@ def bench_stage(label, config, iterations, tmp, gpu=None):
     snapshot = _timed(snaps.take)
     size = sum(f.stat().st_size for f in (run / "snapshots").glob("*_iter_*"))
     params = sum(b.data.size for blobs in net.params.values() for b in blobs)
+    bound, runner = batch * 1000 / (fwd + bwd), batch / step
     return {"stage": label, "device": where, "config": config, "batch": batch, "params_millions": round(params / 1e6, 1),
-            "bound_images_per_s": round(batch * 1000 / (fwd + bwd), 2),
-            "runner_images_per_s": round(batch / step, 2),
-            "ratio": round(batch / step / (batch * 1000 / (fwd + bwd)), 3),
+            "bound_images_per_s": round(bound, 2), "runner_images_per_s": round(runner, 2),
+            "ratio": round(runner / bound, 3),
             "caffe_time_forward_ms": fwd, "caffe_time_backward_ms": bwd,
             "update_and_checks_ms": round((step - fwdbwd) * 1000), "test_pass_s": round(test, 2),
             "snapshot_s": round(snapshot, 2), "snapshot_mb": round(size / 2 ** 20)}

@@ -179,6 +179,7 @@ ADAM_CPU_FUSED = """\
     const Dtype scale = local_rate * correction;
     (void) val_t;
 """ + ADAM_LOOP.replace("DECAYED", "g[i]").replace("UPDATE", "g[i] = scale * (mi / (std::sqrt(vi) + eps_hat));")
+ADAM_APPLY = "const Dtype u = scale * (mi / (std::sqrt(vi) + eps_hat));\n      g[i] = u;\n      w[i] -= u;"
 ADAM_APPLY_UPDATE = """
 // dentcae: weight decay, Adam's rule and the weight update in one pass per blob (see build_caffe.py)
 template <typename Dtype>
@@ -213,11 +214,9 @@ void AdamSolver<Dtype>::ApplyUpdate() {
     Dtype* m = this->history_[param_id]->mutable_cpu_data();
     Dtype* v = this->history_[param_id + update_history_offset]->mutable_cpu_data();
     if (local_decay) {
-""" + ADAM_LOOP.replace("DECAYED", "local_decay * w[i] + g[i]").replace(
-    "UPDATE", "const Dtype u = scale * (mi / (std::sqrt(vi) + eps_hat));\n      g[i] = u;\n      w[i] -= u;") + """\
+""" + ADAM_LOOP.replace("DECAYED", "local_decay * w[i] + g[i]").replace("UPDATE", ADAM_APPLY) + """\
     } else {
-""" + ADAM_LOOP.replace("DECAYED", "g[i]").replace(
-    "UPDATE", "const Dtype u = scale * (mi / (std::sqrt(vi) + eps_hat));\n      g[i] = u;\n      w[i] -= u;") + """\
+""" + ADAM_LOOP.replace("DECAYED", "g[i]").replace("UPDATE", ADAM_APPLY) + """\
     }
   }
 }

@@ -27,7 +27,7 @@ from .losslog import LossLog
 from .metrics import SDR_MM, read_prediction_errors
 from .prepare import prepare
 from .pretrain_results import reconstruction_figure
-from .tables import PRETRAIN_KEYS, PRETRAIN_NAMES, load_preset, load_table, resolve_run  # noqa: F401
+from .tables import PRETRAIN_KEYS, load_preset, load_table, resolve_run  # noqa: F401 (load_table re-exported)
 from .train import run_dir, train
 
 def _made_by(run, cfg):
@@ -59,7 +59,8 @@ class _Collected:
     def __init__(self, arms):
         self.errors = {k: [] for k in arms}      # per repeat: (N, K) mm errors
         self.samples = {k: [] for k in arms}     # per repeat: the sample ids of those rows
-        self.runs, self.replaced, self.cae_runs, self.pretext_runs, self.baselines = {}, set(), [], [], []
+        self.runs, self.replaced, self.baselines = {}, set(), []
+        self.pretrain_runs = {init: [] for init in PRETRAIN_KEYS}   # per repeat: the CAE's, the pretext's
         self.names, self.synthetic, self.dataset_root, self.data = None, False, None, None
         self.wall_s = {}                          # training seconds per arm, all repeats
 
@@ -108,10 +109,10 @@ def _run_arms(table, arms, devices, overrides, log):
     for r in range(table["repeats"]):
         pre_runs = {}
         for init, config in pretrains.items():          # the CAE, the augmentation pretext
-            pre_cfg = resolve(config, PRETRAIN_NAMES[init], r if table["repeat_over"] == "seed" else 0)
+            pre_cfg = resolve(config, init, r if table["repeat_over"] == "seed" else 0)
             _train_or_reuse(pre_cfg, devices[0], log)
             pre_runs[init] = run_dir(pre_cfg)
-            (got.cae_runs if init == "cae" else got.pretext_runs).append(pre_runs[init])
+            got.pretrain_runs[init].append(pre_runs[init])
         for key, arm in arms.items():
             cfg = resolve(arm["config"], key, r)
             if cfg["model"]["init"] in pre_runs:
@@ -131,13 +132,13 @@ def _table_figures(stem, table, got):
                     f"{stem}_detections.png")
     plot_error_cdf({k: np.concatenate(v).reshape(-1) for k, v in got.errors.items()}, f"{stem}_error_cdf.png",
                    SDR_MM)
-    if got.cae_runs:
-        cae = got.cae_runs[0]
+    if got.pretrain_runs["cae"]:
+        cae = got.pretrain_runs["cae"][0]
         reconstruction_figure(cae, prepare(load_config(cae / "config.yaml")), f"{stem}_cae_reconstructions.png")
         plot_learning_curves({"CAE": LossLog(cae / "loss.csv").read()}, f"{stem}_cae_learning_curves.png",
                              "CAE pre-training")
-    if got.pretext_runs:
-        shutil.copyfile(got.pretext_runs[0] / "pretext.png", f"{stem}_pretext.png")
+    if got.pretrain_runs["pretext"]:
+        shutil.copyfile(got.pretrain_runs["pretext"][0] / "pretext.png", f"{stem}_pretext.png")
 
 
 def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=None, gpus=None, log=print):
@@ -180,12 +181,13 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=Non
 def _pretraining_lines(result, got):
     """Wall time of the pre-training runs (and the pretext's held-out accuracy), into result and text."""
     text = ""
-    if got.cae_runs:
-        cae_s = [json.loads((r / "training.json").read_text())["wall_s"] for r in dict.fromkeys(got.cae_runs)]
+    if got.pretrain_runs["cae"]:
+        cae_s = [json.loads((r / "training.json").read_text())["wall_s"]
+                 for r in dict.fromkeys(got.pretrain_runs["cae"])]
         result["cae_wall_s"] = float(sum(cae_s))
         text += f"CAE pre-training: {sum(cae_s) / 60:.1f} min ({len(cae_s)} run(s)).\n"
-    if got.pretext_runs:
-        runs = list(dict.fromkeys(got.pretext_runs))
+    if got.pretrain_runs["pretext"]:
+        runs = list(dict.fromkeys(got.pretrain_runs["pretext"]))
         wall = sum(json.loads((r / "training.json").read_text())["wall_s"] for r in runs)
         pretext = [json.loads((r / "pretext.json").read_text()) for r in runs]
         result["pretext_wall_s"] = float(wall)

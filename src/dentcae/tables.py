@@ -14,8 +14,8 @@ from .config import ConfigError, check_name, load_config, merge, parse_set, read
 
 TABLE_KEYS = {"name", "title", "results_dir", "repeats", "repeat_over", "pretrain", "pretext_pretrain", "set",
               "arms", "comparisons", "note"}
-PRETRAIN_KEYS = {"cae": "pretrain", "pretext": "pretext_pretrain"}      # arm init -> the table key naming its pre-training
-PRETRAIN_NAMES = {"cae": "cae", "pretext": "pretext"}                    # and its run's name, runs/<table>/<name>_r<repeat>
+# arm init -> the table key naming its pre-training (whose run is runs/<table>/<init>_r<repeat>)
+PRETRAIN_KEYS = {"cae": "pretrain", "pretext": "pretext_pretrain"}
 ARM_KEYS = {"key", "label", "config", "paper"}
 
 
