@@ -23,7 +23,9 @@ def _call(job):
 
 
 def run_jobs(fn, cfgs, devices):
-    """[fn(cfg, device) for cfg in cfgs], on len(devices) devices at once."""
+    """[fn(cfg, device) for cfg in cfgs], on len(devices) devices at once. The cfgs' prepared data
+    must exist already (run_table prepares it first): workers that find a shared cache entry being
+    built fail at once on its lock rather than wait."""
     if len(devices) <= 1:
         return [fn(cfg, devices[0] if devices else None) for cfg in cfgs]
     ctx = multiprocessing.get_context("spawn")

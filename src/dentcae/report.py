@@ -25,7 +25,7 @@ from .figures import plot_detections, plot_error_cdf, plot_learning_curves
 from .jobs import run_jobs
 from .losslog import LossLog
 from .metrics import SDR_MM, read_prediction_errors
-from .prepare import prepare
+from .prepare import ensure_dataset, prepare
 from .pretrain_results import reconstruction_figure
 from .tables import PRETRAIN_KEYS, load_preset, load_table, resolve_run  # noqa: F401 (load_table re-exported)
 from .train import run_dir, train
@@ -118,6 +118,10 @@ def _run_arms(table, arms, devices, overrides, log):
             if cfg["model"]["init"] in pre_runs:
                 cfg["model"][f"{cfg['model']['init']}_run"] = str(pre_runs[cfg["model"]["init"]])
             jobs.append((key, cfg))
+    if len(devices) > 1:        # workers would race to build a prepared-data entry they share
+        for _, cfg in jobs:
+            ensure_dataset(cfg, log)
+            prepare(cfg, log=log)
     job = train_and_evaluate if len(devices) > 1 else functools.partial(train_and_evaluate, log=log)
     for (key, cfg), summary in zip(jobs, run_jobs(job, [cfg for _, cfg in jobs], devices)):
         got.add(key, cfg, summary)
