@@ -15,6 +15,8 @@ def test_gpu_preset_scales_every_iteration_count_and_nothing_else():
     for key in ("max_iter", "stepsize", "snapshot", "test_interval"):
         assert gpu["solver"][key] == 20 * cpu["solver"][key]
     assert gpu["solver"]["batch_size"] == cpu["solver"]["batch_size"]
+    assert gpu["model"]["refine"]["max_iter"] == 20 * cpu["model"]["refine"]["max_iter"] > 0
+    gpu["model"]["refine"]["max_iter"] = cpu["model"]["refine"]["max_iter"]
     assert {k: v for k, v in gpu.items() if k != "solver"} == {k: v for k, v in cpu.items() if k != "solver"}
 
 

@@ -69,6 +69,15 @@ SCHEMA = {
         "head_width": 128,                  # heatmap head: channels after conv5 (half after conv2)
         "head_lr_mult": 1.0,                # heatmap head: learning-rate multiplier of its layers
         "heatmap_sigma": 2.0,               # heatmap head: target Gaussian sigma in heatmap pixels
+        "refine": {                         # heatmap head: a second heatmap net on patches around each
+                                            # first estimate, at a finer scale (refine.py)
+            "patch": 0,                     # 0: off; else the patch side in pixels of the finer sample
+            "fine_size": 768,               # the sample resized (as prepare.resize) to this side
+            "draws": 4,                     # training patches per landmark and labelled sample
+            "jitter": 0.02,                 # sd of a patch centre's offset from its landmark, of the side
+            "max_iter": 600,                # the refine net's solver (the rest is solver's)
+            "batch_size": 32,
+        },
     },
     "solver": {
         "type": "SGD",                      # SGD | Adam
@@ -96,7 +105,7 @@ SCHEMA = {
     },
 }
 OPTIONAL_TYPES = (str, int, float, dict, list)
-STAGES = ("pretrain", "finetune")
+STAGES = ("pretrain", "finetune", "refine")   # refine: made by a heatmap finetune
 INITS = ("scratch", "imagenet", "cae", "pretext")
 HEADS = ("regression", "heatmap")
 PRETEXTS = ("cae", "augment")
@@ -250,6 +259,7 @@ def validate_values(cfg):
     if not 67 <= cfg["prepare"]["input_size"] <= 2048:
         raise ConfigError("config key 'prepare.input_size' must be 67 (AlexNet's pool5 needs it) to 2048")
     _check_solver_ranges(cfg["solver"])
+    _check_refine(cfg["model"]["refine"])
     synth = cfg["dataset"]["synth"]
     if synth is not None:
         if not isinstance(synth, dict) or set(synth) - {"images", "annotated", "seed"}:
@@ -265,6 +275,17 @@ def validate_values(cfg):
         if not all(isinstance(x, str) for x in cfg["model"][name]):
             raise ConfigError(f"config key 'model.{name}' must be a list of layer names")
     return cfg
+
+
+def _check_refine(r):
+    if r["patch"] and not 67 <= r["patch"] <= r["fine_size"]:
+        raise ConfigError("config key 'model.refine.patch' must be 0 (off) or 67 (AlexNet's pool5 needs it) "
+                          f"to refine.fine_size ({r['fine_size']}), got {r['patch']!r}")
+    for key in ("fine_size", "draws", "max_iter", "batch_size"):
+        if r[key] < 1:
+            raise ConfigError(f"config key 'model.refine.{key}' must be at least 1, got {r[key]!r}")
+    if not 0 <= r["jitter"] < 0.5:
+        raise ConfigError(f"config key 'model.refine.jitter' must be in [0, 0.5), got {r['jitter']!r}")
 
 
 def _check_solver_ranges(sc):

@@ -20,7 +20,7 @@ from .figures import plot_detections, plot_error_cdf
 from .infer import net_shapes, predict_split
 from .metrics import (PRED_FIELDS, SDR_MM, markdown_table, prediction_rows, radial_errors_mm,
                       read_predictions, summarize)
-from . import heatmap
+from . import heatmap, refine
 from .prepare import configured_dataset, prepare, sample_box, to_pixels
 from .transfer import mismatches
 
@@ -71,11 +71,15 @@ def train_labels(prepared):
         return f["label"][...].reshape(len(f["label"]), -1, 2).astype(np.float64)
 
 
-def outputs_to_pixels(decoder, outputs, samples, size, labels_train):
-    """A head's outputs for `samples` -> (N, K, 2) original-image pixels; the scoring below never
-    knows which head made them."""
-    labels = DECODERS[decoder](outputs, size, labels_train)
+def labels_to_pixels(labels, samples):
+    """(N, K, 2) normalised sample labels -> original-image pixels; the scoring below never knows
+    which head made them."""
     return np.array([to_pixels(p, *sample_box(s)) for p, s in zip(labels, samples)])
+
+
+def outputs_to_pixels(decoder, outputs, samples, size, labels_train):
+    """A head's outputs for `samples` -> (N, K, 2) original-image pixels."""
+    return labels_to_pixels(DECODERS[decoder](outputs, size, labels_train), samples)
 
 
 def mean_shape_pixels(labels_train, samples):
@@ -150,9 +154,16 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
     check_checkpoint(run / "deploy.prototxt", weights, cfg["model"]["head"], prep.meta["num_landmarks"])
     outputs = predict_split(run / "deploy.prototxt", weights, prep, split, gpu)
     size, head, labels_train = prep.meta["input_size"], cfg["model"]["head"], train_labels(prep)
-    pred_px = outputs_to_pixels(head, outputs, samples, size, labels_train)
+    labels = DECODERS[head](outputs, size, labels_train)
     gt_px = ground_truth_pixels(ds, samples)
+    if refine.enabled(cfg):      # the refine net's estimates; the first ones are scored beside them
+        check_checkpoint(run / "refine" / "deploy.prototxt", run / "refine" / "final.caffemodel", head,
+                         prep.meta["num_landmarks"])
+        first, labels = labels, refine.refine_labels(cfg, run, prep, split, labels)
+    pred_px = labels_to_pixels(labels, samples)
     stats, err_mm = score(pred_px, gt_px, samples, names, mean_shape_pixels(labels_train, samples))
+    if refine.enabled(cfg):
+        stats["coarse_decoding"] = score(labels_to_pixels(first, samples), gt_px, samples, names)[0]
     if head == "heatmap":        # what the shape prior changed: the plain argmax decoding's result
         plain = outputs_to_pixels("heatmap_argmax", outputs, samples, size, labels_train)
         stats["argmax_decoding"] = score(plain, gt_px, samples, names)[0]

@@ -122,7 +122,7 @@ class ShapePrior:
         return fitted
 
 
-def _decode_near(hm, centre, sd):
+def decode_near(hm, centre, sd):
     """The peak of a heatmap times a Gaussian (heatmap pixels) around `centre`, refined on the
     heatmap itself (so the prior picks the peak but does not pull it)."""
     h, w = hm.shape
@@ -143,6 +143,6 @@ def decode_with_prior(heatmaps, size, prior, outlier_sd=3.0):
         far = np.linalg.norm(labels[i] - fitted, axis=1) / prior.spread > outlier_sd
         for k in np.flatnonzero(far):
             sd = max(2.0 * prior.spread[k] * size / STRIDE, 1.0)
-            cell = _decode_near(hm[i, k], to_cells(fitted[k]), sd)
+            cell = decode_near(hm[i, k], to_cells(fitted[k]), sd)
             labels[i, k] = (STRIDE * np.array(cell) + OFFSET + 0.5) / size
     return labels

@@ -1,6 +1,7 @@
 """Run a deploy net over arrays or a prepared split: the only place dentcae does inference.
 
     out = predict("runs/x/deploy.prototxt", "runs/x/final.caffemodel", data)   # (N, outputs...)
+    out = run_net(load_net(deploy, weights), data)                              # the same, net kept
     out = predict_split(run, weights, prepared, "reg_test", gpu=None)
 
 Batching reshapes the Input layer; the output is the net's first output blob, one row per sample.
@@ -26,7 +27,11 @@ def net_shapes(deploy):
 
 def predict(deploy, weights, data, batch=16):
     """Forward (N, C, S, S) float32 arrays through a deploy net, on the current device."""
-    net = load_net(deploy, weights)
+    return run_net(load_net(deploy, weights), data, batch)
+
+
+def run_net(net, data, batch=16):
+    """Forward arrays through a loaded deploy net in batches; its first output, one row per sample."""
     out_name = net.outputs[0]
     outs = []
     for i in range(0, len(data), batch):

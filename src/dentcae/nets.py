@@ -279,7 +279,8 @@ def stage_builder(cfg):
 def for_config(cfg, num_landmarks, sources, test_batch=None):
     """The (train, deploy) NetParameters of a config's stage. `sources` are the train and test
     HDF5 list files; `num_landmarks` is K per sample (ignored by pretext tasks)."""
-    m, sc, size = cfg["model"], cfg["solver"], cfg["prepare"]["input_size"]
+    m, sc = cfg["model"], cfg["solver"]
+    size = m["refine"]["patch"] if cfg["stage"] == "refine" else cfg["prepare"]["input_size"]
     _, build = stage_builder(cfg)
     train = build(num_landmarks, m, size=size, train=tuple(str(s) for s in sources), batch=sc["batch_size"],
                   test_batch=test_batch or sc["test_batch_size"], freeze=m["freeze"])

@@ -173,7 +173,7 @@ def _write_h5(path, data, labels, targets=None):
 def label_targets(cfg):
     """labels (N, 2K) -> the head's extra HDF5 targets, or None when the labels are the targets."""
     m, size = cfg["model"], cfg["prepare"]["input_size"]
-    if cfg["stage"] != "finetune" or m["head"] != "heatmap":
+    if cfg["stage"] not in ("finetune", "refine") or m["head"] != "heatmap":
         return None
     return lambda labels: heatmap.encode(labels.reshape(len(labels), -1, 2), size, m["heatmap_sigma"])
 
@@ -184,11 +184,11 @@ def _augmented(rows, gray, labels, pc, bgr, targets, path):
     k = labels.shape[1] // 2
     images, moved = augment(gray[idx], labels[idx].reshape(-1, k, 2), pc["augment"]["copies"], pc["augment"],
                             seed=pc["augment"]["seed"])
-    _write_h5(path, _to_input(images, bgr), moved.reshape(len(moved), -1).astype(np.float32), targets)
+    _write_h5(path, to_input(images, bgr), moved.reshape(len(moved), -1).astype(np.float32), targets)
     return len(images)
 
 
-def _to_input(gray, bgr):
+def to_input(gray, bgr):
     """Grey samples -> 3-channel mean-subtracted float32 network input."""
     return np.repeat(gray[:, None], 3, axis=1) - np.asarray(bgr, np.float32)[None, :, None, None]
 
@@ -204,7 +204,7 @@ def _write_prepared(out, ds, gray, labels, rows, meta, pc, targets):
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".partial-", dir=out.parent))
     try:
-        data = _to_input(gray, meta["mean_bgr"])
+        data = to_input(gray, meta["mean_bgr"])
         for split in SPLITS:
             idx = [r["index"] for r in rows if r[split]]
             meta["counts"][split] = len(idx)

@@ -12,14 +12,12 @@ in a temporary folder and renamed when complete.
 """
 import hashlib
 import json
-import shutil
-import tempfile
 
 import cv2
 import h5py
 import numpy as np
 
-from .locks import exclusive
+from .atomic import folder_once
 
 # name -> transform of one grey sample (S x S, 0..255, square so rotations keep the shape)
 METHODS = {
@@ -77,22 +75,13 @@ def pretext_sources(cfg, prep):
     once per prepared-data entry and method list."""
     methods = check_methods(cfg["model"]["pretext_methods"])
     out = pretext_dir(prep, methods)
-    with exclusive(prep.dir / f".{out.name}.lock", f"pretext data {out}", remove=True):
-        if not (out / "pretext.json").exists():
-            tmp = tempfile.mkdtemp(prefix=out.name + ".partial-", dir=prep.dir)
-            try:
-                counts = {split: _write_split(prep, f"cae_{split}", methods, f"{tmp}/{split}.h5")
-                          for split in ("train", "test")}
-                for split in counts:
-                    with open(f"{tmp}/{split}.txt", "w") as fh:
-                        fh.write(f"{(out / f'{split}.h5').resolve()}\n")
-                with open(f"{tmp}/pretext.json", "w") as fh:
-                    json.dump({"methods": methods, "counts": counts}, fh, indent=1)
-                shutil.rmtree(out, ignore_errors=True)
-                shutil.move(tmp, out)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+
+    def write(tmp):
+        counts = {split: _write_split(prep, f"cae_{split}", methods, f"{tmp}/{split}.h5") for split in ("train", "test")}
+        for split in counts:
+            (tmp / f"{split}.txt").write_text(f"{(out / f'{split}.h5').resolve()}\n")
+        (tmp / "pretext.json").write_text(json.dumps({"methods": methods, "counts": counts}, indent=1))
+    folder_once(out, "pretext data", "pretext.json", write)
     counts = json.loads((out / "pretext.json").read_text())["counts"]
     return out / "train.txt", out / "test.txt", counts["train"], counts["test"]
 

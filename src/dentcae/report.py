@@ -18,7 +18,7 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 from .atomic import write_atomic, write_csv_atomic
-from .config import ConfigError, load_config
+from .config import ConfigError, dump_config, load_config
 from .backend import set_device
 from .evaluate import describe, detection_panels, evaluate_checkpoint
 from .figures import plot_detections, plot_error_cdf, plot_learning_curves
@@ -27,25 +27,39 @@ from .losslog import LossLog
 from .metrics import SDR_MM, read_prediction_errors
 from .prepare import ensure_dataset, prepare
 from .pretrain_results import reconstruction_figure
+from . import refine
 from .tables import PRETRAIN_KEYS, load_preset, load_table, resolve_run  # noqa: F401 (load_table re-exported)
-from .train import run_dir, train
+from .train import run_dir, train, train_refine
 
-def _made_by(run, cfg):
+def _made_by(run, cfg, but=None):
     """The run folder's saved config is `cfg` (keys added to the schema since it was written count
-    with their defaults, so older runs of the same settings are still recognised)."""
+    with their defaults, so older runs of the same settings are still recognised), apart from the
+    model key `but` when given."""
     try:
-        return (run / "config.yaml").exists() and load_config(run / "config.yaml") == cfg
+        saved = load_config(run / "config.yaml") if (run / "config.yaml").exists() else None
     except ConfigError:
         return False
+    if saved is None or not but:
+        return saved == cfg
+    return {**saved, "model": {**saved["model"], but: None}} == {**cfg, "model": {**cfg["model"], but: None}}
 
 
 def _train_or_reuse(cfg, gpu, log):
+    """Reuse a finished run of the same config, resume an interrupted one, else train afresh. A
+    heatmap run whose first net was made with the same settings keeps it when only model.refine
+    changed, and trains (or resumes) the refine net alone."""
     run = run_dir(cfg)
-    same = _made_by(run, cfg)
-    if same and (run / "final.caffemodel").exists():
-        log(f"reusing finished run {run}")
+    first_same = _made_by(run, cfg, but="refine")
+    if first_same and (run / "final.caffemodel").exists():
+        if _made_by(run, cfg) and (not refine.enabled(cfg) or (run / "refine" / "final.caffemodel").exists()):
+            log(f"reusing finished run {run}")
+            return
+        dump_config(cfg, run / "config.yaml")
+        if refine.enabled(cfg):
+            log(f"reusing the first net of {run}; training its refine net")
+            train_refine(cfg, gpu, resume=True, log=log)
         return
-    resume = same and (run / "snapshots" / "latest.json").exists()
+    resume = first_same and (run / "snapshots" / "latest.json").exists()
     train(cfg, gpu=gpu, resume=resume, overwrite=not resume, log=log)
 
 
@@ -72,7 +86,9 @@ class _Collected:
         self.runs.setdefault(key, []).append(run)
         self.names, self.synthetic = [p["name"] for p in summary["landmarks"]], summary["synthetic"]
         self.dataset_root, self.data = cfg["dataset"]["root"], summary["data"]
-        self.wall_s[key] = self.wall_s.get(key, 0.0) + float(summary["training"].get("wall_s", 0.0))
+        training = summary["training"]
+        wall = float(training.get("wall_s", 0.0)) + float(training.get("refine", {}).get("wall_s", 0.0))
+        self.wall_s[key] = self.wall_s.get(key, 0.0) + wall
         self.baselines.append(summary["baseline_mean_shape_mre_mm"])
 
 

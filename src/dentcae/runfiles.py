@@ -13,6 +13,7 @@ import numpy as np
 from . import nets
 from .config import ConfigError, dump_config
 from .pretext import pretext_sources
+from .refine import patch_sources
 from .solver import solver_param, write_solver
 
 
@@ -32,6 +33,8 @@ def stage_data(cfg, prep):
     """(train source, test source, train count, test count): the HDF5 lists a stage trains on."""
     if cfg["stage"] == "pretrain" and cfg["model"]["pretext"] == "augment":
         return pretext_sources(cfg, prep)
+    if cfg["stage"] == "refine":
+        return patch_sources(cfg, prep)
     train, test = stage_splits(cfg)
     return prep.source(train), prep.source(test), prep.count(train), prep.count(test)
 

@@ -88,6 +88,7 @@ def resolve_run(config, table, name, repeat, extra):
         cfg["prepare"]["folds"], cfg["prepare"]["fold"] = table["repeats"], repeat
     if table.get("preset"):
         _scale_schedule(cfg["solver"], table["preset"]["iterations_scale"])
+        cfg["model"]["refine"]["max_iter"] *= table["preset"]["iterations_scale"]    # the refine net's, too
     replaced = None
     if cfg["model"]["init"] == "imagenet" and not Path(cfg["model"]["imagenet_weights"]).exists():
         replaced = f"{name}: ImageNet weights {cfg['model']['imagenet_weights']} absent, ran from scratch"

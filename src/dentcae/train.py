@@ -7,7 +7,8 @@ loss.csv (iter, phase, loss), transfer.json (what was copied where), snapshots/ 
 Loss rows reach loss.csv at each snapshot, together with snapshots/latest.json (written last, by
 rename), so `resume=True` restarts exactly from the newest complete snapshot with the CSV cut to it.
 A non-finite or exploding loss stops the run naming the iteration; the last good snapshot stays.
-training.json records the seconds spent in steps, test passes and snapshots.
+training.json records the seconds spent in steps, test passes and snapshots. A heatmap config with
+model.refine.patch > 0 then trains its refine net (refine.py) the same way in <run>/refine.
 """
 import json
 import os
@@ -19,13 +20,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import nets
+from . import nets, refine
 from .atomic import atomic_path, write_atomic
 from .backend import caffe_pb2, get_caffe, set_device
+from .config import load_config
 from .locks import exclusive
 from .losslog import LossLog
 from .prepare import ensure_dataset, prepare
 from .pretrain_results import stage_figures
+from .refine import refine_config
 from .runfiles import (TrainingError, check_finite, run_dir, stage_data, stage_splits,  # noqa: F401
                        write_run_files)
 from .snapshots import Snapshots, non_finite_layers
@@ -253,7 +256,22 @@ def train(cfg, gpu=None, resume=False, overwrite=False, log=print):
     prep = prepare(cfg, progress=lambda xs: tqdm(xs, desc="prepare", leave=False), log=log)
     check_finite(prep, stage_splits(cfg))
     with exclusive(Path(cfg["runs_dir"]) / f".{cfg['name']}.lock", f"run folder {run_dir(cfg)}"):
-        return _train(cfg, gpu, resume, overwrite, log, device, source, prep)
+        summary = _train(cfg, gpu, resume, overwrite, log, device, source, prep)
+    if refine.enabled(cfg):
+        summary["refine"] = train_refine(cfg, gpu, resume, log)
+    return summary
+
+
+def train_refine(cfg, gpu=None, resume=False, log=print):
+    """A heatmap run's refine net (refine.py), in <run>/refine: resumed when `resume` and it has a
+    snapshot of the same settings, else trained afresh; its summary joins the run's training.json."""
+    fine = refine_config(cfg)
+    saved = run_dir(fine) / "config.yaml"
+    resume = resume and (run_dir(fine) / "snapshots" / "latest.json").exists() and load_config(saved) == fine
+    got = train(fine, gpu, resume=resume, overwrite=True, log=log)
+    path = run_dir(cfg) / "training.json"
+    write_atomic(path, json.dumps({**json.loads(path.read_text()), "refine": got}, indent=1))
+    return got
 
 
 def _train(cfg, gpu, resume, overwrite, log, device, source, prep):

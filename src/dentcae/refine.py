@@ -1,0 +1,175 @@
+"""Coarse to fine: a second heatmap net on patches cut around each first estimate at a finer scale.
+
+    fine = refine_config(cfg)                            # the `stage: refine` config of a heatmap run
+    train_src, test_src, n_train, n_test = patch_sources(fine, prep)
+    labels = refine_labels(cfg, run, prep, "reg_test", coarse)   # (N, K, 2) normalised, refined
+
+The heatmap head sees the whole sample at prepare.input_size; on ISBI at 256 px an input pixel is
+0.94 mm and a heatmap cell 3.75 mm, so its estimates are coarse. With `model.refine.patch` > 0 a
+heatmap run trains a second net (the same encoder and head, the same initialisation) on
+patch x patch crops of the sample resized to `refine.fine_size`, each centred on a landmark moved by
+a Gaussian jitter (sd `refine.jitter` of the sample's side), rotated and scaled like prepare.augment's
+copies, with its intensity changes. Its targets are the Gaussians of every landmark, in the patch's
+frame (channel k is landmark k wherever it falls), so one net serves all landmarks. At inference the
+patch of landmark k is centred on the first estimate and channel k, decoded near the centre
+(heatmap.decode_near), is the refined estimate. Labels stay normalised sample coordinates
+(prepare.py), so the evaluation maps them back to image pixels unchanged.
+The patches live in a `patches-<hash>` folder inside the prepared-data cache entry.
+"""
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+
+from . import heatmap
+from .atomic import folder_once
+from .augment import DEFAULTS as AUGMENT_DEFAULTS, intensity
+from .data import read_image
+from .infer import load_net, run_net
+from .prepare import configured_dataset, resize_sample, sample_box, to_input
+
+CHUNK = 1024            # training patches per HDF5 file (Caffe's HDF5Data holds one file in memory)
+TEST_PATCHES = 256      # at most this many test patches: the test loss only watches the training
+VERSION = "1"
+
+
+def enabled(cfg):
+    m = cfg["model"]
+    return cfg["stage"] == "finetune" and m["head"] == "heatmap" and m["refine"]["patch"] > 0
+
+
+def refine_config(cfg):
+    """The refine stage of a heatmap finetune config: run folder <run>/refine, the refine solver."""
+    fine, r = copy.deepcopy(cfg), cfg["model"]["refine"]
+    fine["runs_dir"], fine["name"], fine["stage"] = str(Path(cfg["runs_dir"]) / cfg["name"]), "refine", "refine"
+    sc = fine["solver"]
+    sc["stepsize"] = max(1, round(sc["stepsize"] * r["max_iter"] / sc["max_iter"]))
+    sc["max_iter"], sc["batch_size"] = r["max_iter"], r["batch_size"]
+    sc["snapshot"] = min(sc["snapshot"], r["max_iter"])
+    sc["test_interval"] = min(sc["test_interval"], r["max_iter"])
+    return fine
+
+
+def fine_samples(cfg, prep, split):
+    """(rows, (N, S, S) grey samples at refine.fine_size, (N, K, 2) normalised labels) of a split:
+    each sample cut (and mirrored) from its image as prepare.py cuts it, resized to the finer size."""
+    size, mode = cfg["model"]["refine"]["fine_size"], cfg["prepare"]["resize"]
+    recs = {r.name: r for r in configured_dataset(cfg).images}
+    rows = [r for r in prep.samples() if int(r[split])]
+    images = []
+    for row in rows:
+        x0, y0, cw, ch, flipped, bw, bh = sample_box(row)
+        crop = read_image(recs[row["image"]].path)[y0:y0 + ch, x0:x0 + cw]
+        sample, box = resize_sample(crop[:, ::-1] if flipped else crop, size, mode)
+        if box != (bw, bh):
+            raise ValueError(f"{row['image']}: its box {box} differs from the prepared one {(bw, bh)}")
+        images.append(sample)
+    with h5py.File(prep.h5(split), "r") as f:
+        labels = f["label"][...].reshape(len(rows), -1, 2).astype(np.float64)
+    return rows, np.stack(images).astype(np.float32), labels
+
+
+def patch_matrix(centre, patch, angle=0.0, scale=1.0):
+    """2x3 matrix from fine-sample pixels to patch pixels: `centre` lands on the patch's centre,
+    rotated by `angle` degrees and scaled by `scale` about it."""
+    m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, scale)
+    m[:, 2] += (patch - 1) / 2.0 - np.asarray(centre, np.float64)
+    return m
+
+
+def to_patch(labels, m, size, patch):
+    """(K, 2) normalised sample labels -> normalised patch labels through the matrix m."""
+    u = labels * size - 0.5
+    return (u @ m[:, :2].T + m[:, 2] + 0.5) / patch
+
+
+def cut(image, m, patch):
+    return cv2.warpAffine(image, m, (patch, patch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0)
+
+
+def _draw(rng, image, labels, k, cfg, geometry=True):
+    """One training patch around landmark k: (grey patch, (K, 2) patch labels)."""
+    r, a = cfg["model"]["refine"], {**AUGMENT_DEFAULTS, **cfg["prepare"]["augment"]}
+    size, patch = image.shape[0], r["patch"]
+    sd = r["jitter"] * size
+    centre = labels[k] * size - 0.5 + np.clip(rng.normal(0, sd, 2), -3 * sd, 3 * sd)
+    angle = rng.uniform(-a["rotate_deg"], a["rotate_deg"]) if geometry else 0.0
+    scale = rng.uniform(1 - a["scale"], 1 + a["scale"]) if geometry else 1.0
+    m = patch_matrix(centre, patch, angle, scale)
+    grey = cut(image, m, patch)
+    return (intensity(rng, grey, a) if geometry else grey), to_patch(labels, m, size, patch)
+
+
+def _write_patches(path, cfg, prep, grey, labels):
+    patch, sigma = cfg["model"]["refine"]["patch"], cfg["model"]["heatmap_sigma"]
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=to_input(np.stack(grey), prep.meta["mean_bgr"]))
+        f.create_dataset("label", data=np.stack(labels).reshape(len(labels), -1).astype(np.float32))
+        f.create_dataset("heatmap", data=heatmap.encode(np.stack(labels), patch, sigma))
+
+
+def _write_split(tmp, out, cfg, prep, split, draws, geometry, limit=None):
+    """Patches of a split, shuffled, in files of CHUNK; returns (list file, count)."""
+    rng = np.random.default_rng(cfg["prepare"]["augment"]["seed"] + (split == "reg_test"))
+    _, images, labels = fine_samples(cfg, prep, split)
+    specs = [(i, k) for i in range(len(images)) for k in range(labels.shape[1]) for _ in range(draws)]
+    specs = [specs[j] for j in rng.permutation(len(specs))][:limit]
+    names = []
+    for c in range(0, len(specs), CHUNK):
+        drawn = [_draw(rng, images[i], labels[i], k, cfg, geometry) for i, k in specs[c:c + CHUNK]]
+        names.append(f"{split}_{c // CHUNK}.h5")
+        _write_patches(tmp / names[-1], cfg, prep, [g for g, _ in drawn], [lab for _, lab in drawn])
+    (tmp / f"{split}.txt").write_text("".join(f"{(out / n).resolve()}\n" for n in names))
+    return out / f"{split}.txt", len(specs)
+
+
+def patch_settings(cfg):
+    r = cfg["model"]["refine"]
+    return {"version": VERSION, "patch": r["patch"], "fine_size": r["fine_size"], "draws": r["draws"],
+            "jitter": r["jitter"], "sigma": cfg["model"]["heatmap_sigma"], "augment": cfg["prepare"]["augment"]}
+
+
+def patch_sources(cfg, prep):
+    """(train source, test source, train count, test count) of the refine stage's patches, written
+    once per prepared-data entry and patch settings."""
+    settings = patch_settings(cfg)
+    out = prep.dir / f"patches-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}"
+
+    def write(tmp):
+        _, n_train = _write_split(tmp, out, cfg, prep, "reg_train", settings["draws"], True)
+        _, n_test = _write_split(tmp, out, cfg, prep, "reg_test", 1, False, TEST_PATCHES)
+        (tmp / "patches.json").write_text(json.dumps({**settings, "counts": [n_train, n_test]}, indent=1))
+    folder_once(out, "refinement patches", "patches.json", write)
+    n_train, n_test = json.loads((out / "patches.json").read_text())["counts"]
+    return out / "reg_train.txt", out / "reg_test.txt", n_train, n_test
+
+
+def refine_one(hm, centre, size, patch, search):
+    """The refined normalised label from channel k's heatmap `hm` of the patch centred on `centre`
+    (fine pixels): decoded near the patch's centre (Gaussian of sd `search` patch pixels)."""
+    mid = ((patch - 1) / 2.0 - heatmap.OFFSET) / heatmap.STRIDE
+    x, y = heatmap.decode_near(np.asarray(hm, np.float64), (mid, mid), search / heatmap.STRIDE)
+    v = heatmap.STRIDE * np.array([x, y]) + heatmap.OFFSET
+    return (v - (patch - 1) / 2.0 + centre + 0.5) / size
+
+
+def refine_labels(cfg, run, prep, split, coarse, batch=16):
+    """(N, K, 2) refined normalised labels of a split's samples from the coarse ones, with the
+    refine net of the run folder `run` (on the current device)."""
+    r = cfg["model"]["refine"]
+    size, patch = r["fine_size"], r["patch"]
+    _, images, _ = fine_samples(cfg, prep, split)
+    net = load_net(Path(run) / "refine" / "deploy.prototxt", Path(run) / "refine" / "final.caffemodel")
+    out = np.empty_like(np.asarray(coarse, np.float64))
+    for i, (image, labels) in enumerate(zip(images, coarse)):
+        centres = np.asarray(labels) * size - 0.5
+        grey = [cut(image, patch_matrix(c, patch), patch) for c in centres]
+        hms = run_net(net, to_input(np.stack(grey), prep.meta["mean_bgr"]), batch)
+        for k, c in enumerate(centres):
+            out[i, k] = refine_one(hms[k, k], c, size, patch, r["jitter"] * size)
+    return out

@@ -1,0 +1,99 @@
+"""Issue 11: the coarse-to-fine refine net (refine.py): patches, their labels, decoding, a tiny run."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import tiny
+from dentcae import heatmap, refine
+from dentcae.evaluate import evaluate_checkpoint
+from dentcae.prepare import prepare
+from dentcae.train import run_dir, train
+
+
+def test_a_painted_dot_lands_on_its_patch_label_through_rotation_and_scale():
+    size, patch = 300, 96
+    rng = np.random.default_rng(4)
+    labels = (rng.integers(40, 260, (3, 2)) + 0.5) / size
+    image = np.zeros((size, size), np.float32)
+    for x, y in np.round(labels * size - 0.5).astype(int):
+        image[y - 1:y + 2, x - 1:x + 2] = 255
+    yy, xx = np.mgrid[0:patch, 0:patch]
+    for angle, scale in ((0.0, 1.0), (17.0, 1.1), (-9.0, 0.9)):
+        centre = labels[1] * size - 0.5 + [6.0, -4.0]
+        m = refine.patch_matrix(centre, patch, angle, scale)
+        grey = refine.cut(image, m, patch)
+        moved = refine.to_patch(labels, m, size, patch)
+        near = (np.hypot(xx - (moved[1, 0] * patch - 0.5), yy - (moved[1, 1] * patch - 0.5)) < 5)
+        w = grey * near / (grey * near).sum()              # landmark 1's dot, where the patch put it
+        assert np.hypot((w * xx).sum() - (moved[1, 0] * patch - 0.5), (w * yy).sum() - (moved[1, 1] * patch - 0.5)) < 0.3
+        if angle == 0.0:                                   # no rotation: the centre sits mid-patch
+            np.testing.assert_allclose(moved[1] * patch - 0.5, [(patch - 1) / 2 - 6.0, (patch - 1) / 2 + 4.0])
+
+
+@pytest.mark.parametrize("offset", [(0.0, 0.0), (7.3, -11.6), (-20.2, 18.9)])
+def test_refine_decoding_inverts_a_patch_target_to_the_sample_label(offset):
+    size, patch = 512, 128
+    label = np.array([0.4137, 0.6021])
+    centre = label * size - 0.5 + np.array(offset)               # a first estimate off by `offset` px
+    m = refine.patch_matrix(centre, patch)
+    target = heatmap.encode(refine.to_patch(label[None], m, size, patch)[None], patch, 2.0)[0, 0]
+    back = refine.refine_one(target, centre, size, patch, patch / 4.0)
+    assert np.abs((back - label) * size).max() < 0.1
+
+
+def test_refine_config_is_a_sub_run_with_its_own_solver(phantom, tmp_path):
+    cfg = tiny(tmp_path, phantom, model={"head": "heatmap", "refine": {"patch": 96, "max_iter": 6, "batch_size": 8}},
+               solver={"max_iter": 4, "stepsize": 2})
+    fine = refine.refine_config(cfg)
+    assert refine.enabled(cfg) and not refine.enabled(fine)
+    assert run_dir(fine) == run_dir(cfg) / "refine" and fine["stage"] == "refine"
+    assert (fine["solver"]["max_iter"], fine["solver"]["batch_size"], fine["solver"]["stepsize"]) == (6, 8, 3)
+    assert fine["prepare"] == cfg["prepare"]                     # the same prepared-data entry
+
+
+@pytest.mark.slow
+def test_tiny_refine_run_trains_on_patches_and_refines_the_first_estimates(phantom, clean_tmp):
+    quiet = lambda m: None  # noqa: E731
+    cfg = tiny(clean_tmp, phantom, name="hm", prepare={"input_size": 96, "resize": "pad"},
+               model={"head": "heatmap", "head_width": 16, "refine": {"patch": 80, "fine_size": 192, "draws": 2,
+                                                                      "max_iter": 6, "batch_size": 8}},
+               solver={"max_iter": 4, "batch_size": 4})
+    summary = train(cfg, log=quiet)
+    run = run_dir(cfg)
+    assert summary["refine"]["iterations"] == 6 and (run / "refine" / "final.caffemodel").exists()
+    assert json.loads((run / "training.json").read_text())["refine"]["stage"] == "refine"
+    prep = prepare(cfg)
+    patches = next(prep.dir.glob("patches-*"))
+    with h5py.File(patches / "reg_train_0.h5", "r") as f:
+        n, k = len(f["data"]), prep.meta["num_landmarks"]
+        assert n == 2 * k * prep.count("reg_train") and f["data"].shape[1:] == (3, 80, 80)
+        back, lab = heatmap.decode(f["heatmap"][:20], 80), f["label"][:20].reshape(20, -1, 2)
+        inside = ((lab > 0.05) & (lab < 0.95)).all(-1)            # targets and labels agree in the patch
+        assert inside.sum() >= 20                                 # (each patch's own landmark at least)
+        np.testing.assert_allclose(back[inside], lab[inside], atol=0.1 / 80)
+    got = evaluate_checkpoint(None, run)
+    assert "coarse_decoding" in got and np.isfinite(got["mre_mm"])
+    assert got["mre_mm"] != got["coarse_decoding"]["mre_mm"]      # the refine net moved the estimates
+
+
+@pytest.mark.slow
+def test_a_table_keeps_the_first_net_when_only_the_refine_settings_change(phantom, clean_tmp):
+    from dentcae.report import _train_or_reuse
+    said = []
+    first = tiny(clean_tmp, phantom, name="hm", prepare={"input_size": 96, "resize": "pad"},
+                 model={"head": "heatmap", "head_width": 16}, solver={"max_iter": 2, "batch_size": 2})
+    _train_or_reuse(first, None, said.append)
+    final = run_dir(first) / "final.caffemodel"
+    before = (final.stat().st_ino, final.stat().st_mtime_ns)
+    second = tiny(clean_tmp, phantom, name="hm", prepare={"input_size": 96, "resize": "pad"},
+                  model={"head": "heatmap", "head_width": 16, "refine": {"patch": 80, "fine_size": 160, "draws": 1,
+                                                                         "max_iter": 2, "batch_size": 4}},
+                  solver={"max_iter": 2, "batch_size": 2})
+    _train_or_reuse(second, None, said.append)
+    assert (final.stat().st_ino, final.stat().st_mtime_ns) == before          # the first net was kept
+    assert (run_dir(second) / "refine" / "final.caffemodel").exists()
+    assert any("training its refine net" in m for m in said)
+    _train_or_reuse(second, None, said.append)
+    assert said[-1].startswith("reusing finished run")
