@@ -10,7 +10,7 @@ import pytest
 import yaml
 from scipy.stats import wilcoxon
 
-from conftest import ROOT, run_cli, tiny, tiny_config
+from conftest import ROOT, run_cli, tiny_config
 from dentcae.config import ConfigError, load_config
 from dentcae.metrics import radial_errors_mm, read_prediction_errors, summarize
 from dentcae.prepare import prepare, sample_box, to_normalised, to_pixels

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import tiny
 from dentcae import heatmap, refine
-from dentcae.evaluate import evaluate_checkpoint
+from dentcae.evaluate import EvaluationError, evaluate_checkpoint
 from dentcae.prepare import prepare
 from dentcae.train import run_dir, train
 
@@ -76,6 +76,9 @@ def test_tiny_refine_run_trains_on_patches_and_refines_the_first_estimates(phant
     got = evaluate_checkpoint(None, run)
     assert "coarse_decoding" in got and np.isfinite(got["mre_mm"])
     assert got["mre_mm"] != got["coarse_decoding"]["mre_mm"]      # the refine net moved the estimates
+    (run / "refine" / "final.caffemodel").unlink()
+    with pytest.raises(EvaluationError, match="refine net is not trained"):
+        evaluate_checkpoint(None, run)
 
 
 @pytest.mark.slow

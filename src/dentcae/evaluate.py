@@ -42,6 +42,16 @@ def check_checkpoint(deploy, weights, head, num_landmarks):
         raise EvaluationError(f"{weights} does not fit {deploy} and this data: " + "; ".join(problems))
 
 
+def check_refine_net(run, head, num_landmarks):
+    """A run configured with model.refine needs its trained refine net in <run>/refine."""
+    fine = Path(run) / "refine"
+    for f in (fine / "deploy.prototxt", fine / "final.caffemodel"):
+        if not f.exists():
+            raise EvaluationError(f"{f} not found: the run's config has model.refine.patch > 0 but its refine "
+                                  "net is not trained; finish it with `dentcae finetune --config C --resume`")
+    check_checkpoint(fine / "deploy.prototxt", fine / "final.caffemodel", head, num_landmarks)
+
+
 def resolve_checkpoint(checkpoint):
     """A run folder (-> its final.caffemodel and deploy.prototxt) or a .caffemodel inside one."""
     p = Path(checkpoint)
@@ -157,8 +167,7 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
     labels = DECODERS[head](outputs, size, labels_train)
     gt_px = ground_truth_pixels(ds, samples)
     if refine.enabled(cfg):      # the refine net's estimates; the first ones are scored beside them
-        check_checkpoint(run / "refine" / "deploy.prototxt", run / "refine" / "final.caffemodel", head,
-                         prep.meta["num_landmarks"])
+        check_refine_net(run, head, prep.meta["num_landmarks"])
         first, labels = labels, refine.refine_labels(cfg, run, prep, split, labels)
     pred_px = labels_to_pixels(labels, samples)
     stats, err_mm = score(pred_px, gt_px, samples, names, mean_shape_pixels(labels_train, samples))

@@ -77,6 +77,7 @@ class _Collected:
         self.pretrain_runs = {init: [] for init in PRETRAIN_KEYS}   # per repeat: the CAE's, the pretext's
         self.names, self.synthetic, self.dataset_root, self.data = None, False, None, None
         self.wall_s = {}                          # training seconds per arm, all repeats
+        self.first_net = {}                       # refined heatmap arms: the first net's stats per repeat
 
     def add(self, key, cfg, summary):
         run = run_dir(cfg)
@@ -89,6 +90,8 @@ class _Collected:
         training = summary["training"]
         wall = float(training.get("wall_s", 0.0)) + float(training.get("refine", {}).get("wall_s", 0.0))
         self.wall_s[key] = self.wall_s.get(key, 0.0) + wall
+        if "coarse_decoding" in summary:
+            self.first_net.setdefault(key, []).append(summary["coarse_decoding"])
         self.baselines.append(summary["baseline_mean_shape_mre_mm"])
 
 
@@ -188,7 +191,7 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=Non
     markdown = result.pop("markdown_text") + (
         f"\nNo-learning baseline: predicting the training set's mean landmarks gives an MRE of "
         f"{baseline:.4f} mm on the same test samples.\n")
-    markdown += _pretraining_lines(result, got)
+    markdown += _pretraining_lines(result, got) + _first_net_lines(result, got, arms)
     stem = out / table["name"]
     result["markdown"] = str(stem) + ".md"
     write_atomic(str(stem) + ".md", markdown)
@@ -216,6 +219,22 @@ def _pretraining_lines(result, got):
                  f"augmentation of held-out images with accuracy "
                  f"{', '.join(f'{p:.3f}' for p in result['pretext_held_out_accuracy'])} "
                  f"(chance {pretext[0]['chance']:.3f}; methods: {', '.join(pretext[0]['methods'])}).\n")
+    return text
+
+
+def _first_net_lines(result, got, arms):
+    """What the refine net added: each refined heatmap arm's first-net MRE and SDR@2 mm beside the
+    refined ones (the refined numbers are the table's)."""
+    text = ""
+    for key, stats in got.first_net.items():
+        first = {"mre_mm": float(np.mean([s["mre_mm"] for s in stats])),
+                 "sdr_2mm": float(np.mean([s["sdr"]["2mm"] for s in stats]))}
+        e = np.concatenate(got.errors[key])
+        refined = {"mre_mm": float(e.mean()), "sdr_2mm": float((e <= 2).mean())}
+        result.setdefault("first_net", {})[key] = {"first": first, "refined": refined}
+        text += (f"{arms[key]['label']}: first net alone {first['mre_mm']:.2f} mm (SDR 2 mm "
+                 f"{100 * first['sdr_2mm']:.1f}%), refined {refined['mre_mm']:.2f} mm "
+                 f"({100 * refined['sdr_2mm']:.1f}%).\n")
     return text
 
 
