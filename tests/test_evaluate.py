@@ -131,7 +131,7 @@ def test_table_runs_arms_and_matches_predictions(phantom, clean_tmp):
         _baseline_mm(load_config(runs / "cae_fc6frozen_r0/config.yaml"), runs / "cae_fc6frozen_r0/predictions.csv"),
         abs=1e-3)
     assert "markdown_text" not in data and data["markdown"].endswith("tiny.md")
-    for fig in ("learning_curves", "detections", "error_cdf", "cae_reconstructions", "cae_learning_curves"):
+    for fig in ("learning_curves", "detections", "best_detections", "error_cdf", "cae_reconstructions", "cae_learning_curves"):
         assert (results / f"tiny_{fig}.png").exists(), fig
     assert (results / "tiny.csv").read_text().startswith("arm,source,l1_mean_mm")
     assert yaml.safe_load((runs / "imagenet_fc6tuned_r0/config.yaml").read_text())["model"]["init"] == "scratch"

@@ -153,6 +153,9 @@ def _table_figures(stem, table, got):
                          f"{stem}_learning_curves.png", f"{table['name']}: fine-tuning (repeat 0)")
     plot_detections(detection_panels({k: r / "predictions.csv" for k, r in first.items()}, got.dataset_root),
                     f"{stem}_detections.png")
+    best = min(got.errors, key=lambda k: np.concatenate(got.errors[k]).mean())     # alone, every error in mm
+    plot_detections(detection_panels({best: first[best] / "predictions.csv"}, got.dataset_root),
+                    f"{stem}_best_detections.png")
     plot_error_cdf({k: np.concatenate(v).reshape(-1) for k, v in got.errors.items()}, f"{stem}_error_cdf.png",
                    SDR_MM)
     if got.pretrain_runs["cae"]:
