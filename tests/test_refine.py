@@ -100,3 +100,14 @@ def test_a_table_keeps_the_first_net_when_only_the_refine_settings_change(phanto
     assert any("training its refine net" in m for m in said)
     _train_or_reuse(second, None, said.append)
     assert said[-1].startswith("reusing finished run")
+
+
+@pytest.mark.slow
+def test_prototxt_writes_the_refine_net_beside_the_first(tmp_path):
+    from dentcae.config import load_config
+    from dentcae.solver import write_config_prototxts
+    written = write_config_prototxts(load_config("configs/ours/heatmap_scratch.yaml"), tmp_path, num_landmarks=19)
+    deploy = tmp_path / "refine" / "alexnet_heatmaps_deploy.prototxt"
+    assert deploy in written and (tmp_path / "alexnet_heatmaps_deploy.prototxt") in written
+    assert "dim: 128" in deploy.read_text() and "dim: 256" in (tmp_path / "alexnet_heatmaps_deploy.prototxt").read_text()
+    assert "max_iter: 600" in (tmp_path / "refine" / "heatmaps_solver.prototxt").read_text()

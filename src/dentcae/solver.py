@@ -8,7 +8,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from . import nets
+from . import nets, refine
 from .atomic import write_atomic
 from .backend import caffe_pb2
 from .prepare import sample_landmarks
@@ -76,11 +76,13 @@ def write_config_prototxts(cfg, out, num_landmarks=None):
         k = sample_landmarks(cfg)
     freeze = cfg["model"]["freeze"]
     tag = "".join(f"_{name}" for name in freeze) + ("frozen" if freeze else "")
-    split = "cae" if cfg["stage"] == "pretrain" else "reg"
+    split = "cae" if cfg["stage"] == "pretrain" else "reg"     # refine: its patch lists share the names
     train, deploy = nets.for_config(cfg, k, (f"{split}_train.txt", f"{split}_test.txt"))
     train_file = out / f"alexnet_{stem}{tag}_train.prototxt"
     written = [nets.write_net(train, train_file),
                nets.write_net(deploy, out / f"alexnet_{stem}_deploy.prototxt")]
     sp = solver_param(cfg["solver"], train_file.name, f"snapshots/{stem}{tag}", test_iter=1)
     written.append(write_solver(sp, out / f"{stem}{tag}_solver.prototxt"))
+    if refine.enabled(cfg):          # a heatmap head's refine net, on its patches, in out/refine
+        written += write_config_prototxts(refine.refine_config(cfg), out / "refine", k)
     return written
