@@ -12,7 +12,8 @@ a Gaussian jitter (sd `refine.jitter` of the sample's side), rotated and scaled 
 copies, with its intensity changes. Its targets are the Gaussians of every landmark, in the patch's
 frame (channel k is landmark k wherever it falls), so one net serves all landmarks. At inference the
 patch of landmark k is centred on the first estimate and channel k, decoded near the centre
-(heatmap.decode_near), is the refined estimate. Labels stay normalised sample coordinates
+(heatmap.decode_near, weighted by a Gaussian with the training jitter's sd: where the net was
+trained to look), is the refined estimate. Labels stay normalised sample coordinates
 (prepare.py), so the evaluation maps them back to image pixels unchanged.
 The patches live in a `patches-<hash>` folder inside the prepared-data cache entry.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 import cv2
 import h5py
 import numpy as np
+from tqdm import tqdm
 
 from . import heatmap
 from .atomic import folder_once
@@ -151,7 +153,7 @@ def patch_sources(cfg, prep):
 
 def refine_one(hm, centre, size, patch, search):
     """The refined normalised label from channel k's heatmap `hm` of the patch centred on `centre`
-    (fine pixels): decoded near the patch's centre (Gaussian of sd `search` patch pixels)."""
+    (fine pixels, no rotation): decoded near the patch's centre (Gaussian of sd `search` pixels)."""
     mid = ((patch - 1) / 2.0 - heatmap.OFFSET) / heatmap.STRIDE
     x, y = heatmap.decode_near(np.asarray(hm, np.float64), (mid, mid), search / heatmap.STRIDE)
     v = heatmap.STRIDE * np.array([x, y]) + heatmap.OFFSET
@@ -166,7 +168,7 @@ def refine_labels(cfg, run, prep, split, coarse, batch=16):
     _, images, _ = fine_samples(cfg, prep, split)
     net = load_net(Path(run) / "refine" / "deploy.prototxt", Path(run) / "refine" / "final.caffemodel")
     out = np.empty_like(np.asarray(coarse, np.float64))
-    for i, (image, labels) in enumerate(zip(images, coarse)):
+    for i, (image, labels) in enumerate(tqdm(list(zip(images, coarse)), desc="refine", unit="sample", leave=False)):
         centres = np.asarray(labels) * size - 0.5
         grey = [cut(image, patch_matrix(c, patch), patch) for c in centres]
         hms = run_net(net, to_input(np.stack(grey), prep.meta["mean_bgr"]), batch)
