@@ -166,12 +166,13 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
     size, head, labels_train = prep.meta["input_size"], cfg["model"]["head"], train_labels(prep)
     labels = DECODERS[head](outputs, size, labels_train)
     gt_px = ground_truth_pixels(ds, samples)
+    first = None
     if refine.enabled(cfg):      # the refine net's estimates; the first ones are scored beside them
         check_refine_net(run, head, prep.meta["num_landmarks"])
         first, labels = labels, refine.refine_labels(cfg, run, prep, split, labels)
     pred_px = labels_to_pixels(labels, samples)
     stats, err_mm = score(pred_px, gt_px, samples, names, mean_shape_pixels(labels_train, samples))
-    if refine.enabled(cfg):
+    if first is not None:
         stats["coarse_decoding"] = score(labels_to_pixels(first, samples), gt_px, samples, names)[0]
     if head == "heatmap":        # what the shape prior changed: the plain argmax decoding's result
         plain = outputs_to_pixels("heatmap_argmax", outputs, samples, size, labels_train)

@@ -161,7 +161,7 @@ def _make_samples(ds, loaded, size, mode="stretch"):
     return np.stack(data).astype(np.float32), np.stack(labels).astype(np.float32), rows
 
 
-def _write_h5(path, data, labels, targets=None):
+def write_h5(path, data, labels, targets=None):
     """data, label (normalised coordinates) and, for a heatmap head, heatmap (its targets)."""
     with h5py.File(path, "w") as f:
         f.create_dataset("data", data=data)
@@ -184,7 +184,7 @@ def _augmented(rows, gray, labels, pc, bgr, targets, path):
     k = labels.shape[1] // 2
     images, moved = augment(gray[idx], labels[idx].reshape(-1, k, 2), pc["augment"]["copies"], pc["augment"],
                             seed=pc["augment"]["seed"])
-    _write_h5(path, to_input(images, bgr), moved.reshape(len(moved), -1).astype(np.float32), targets)
+    write_h5(path, to_input(images, bgr), moved.reshape(len(moved), -1).astype(np.float32), targets)
     return len(images)
 
 
@@ -210,7 +210,7 @@ def _write_prepared(out, ds, gray, labels, rows, meta, pc, targets):
             meta["counts"][split] = len(idx)
             if not idx and split.startswith("cae"):       # reg splits may be empty: pre-training needs no labels
                 raise DataError(f"{ds.root}: split '{split}' would be empty; add images or change holdouts")
-            _write_h5(tmp / f"{split}.h5", data[idx], labels[idx], targets if split.startswith("reg") else None)
+            write_h5(tmp / f"{split}.h5", data[idx], labels[idx], targets if split.startswith("reg") else None)
             files = [out / f"{split}.h5"]                      # list files name the final folder
             if split == "reg_train" and pc["augment"]["copies"]:
                 meta["counts"]["reg_train_aug"] = _augmented(rows, gray, labels, pc, meta["mean_bgr"], targets,

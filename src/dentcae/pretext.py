@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from .atomic import folder_once
+from .prepare import to_input, write_h5
 
 # name -> transform of one grey sample (S x S, 0..255, square so rotations keep the shape)
 METHODS = {
@@ -59,9 +60,7 @@ def _write_split(prep, split, methods, path):
     with h5py.File(prep.h5(split), "r") as f:
         gray = f["data"][:, 0] + bgr[0]            # the stored input is grey, replicated, mean-subtracted
     data, labels = transformed_copies(gray, methods)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("data", data=np.repeat(data[:, None], 3, axis=1) - bgr[None, :, None, None])
-        f.create_dataset("label", data=labels)
+    write_h5(path, to_input(data, bgr), labels)
     return len(labels)
 
 

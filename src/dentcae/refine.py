@@ -32,7 +32,7 @@ from .atomic import folder_once
 from .augment import DEFAULTS as AUGMENT_DEFAULTS, intensity
 from .data import read_image
 from .infer import load_net, run_net
-from .prepare import configured_dataset, resize_sample, sample_box, to_input
+from .prepare import configured_dataset, resize_sample, sample_box, to_input, write_h5
 
 CHUNK = 1024            # training patches per HDF5 file (Caffe's HDF5Data holds one file in memory)
 TEST_PATCHES = 256      # at most this many test patches: the test loss only watches the training
@@ -57,7 +57,7 @@ def refine_config(cfg):
 
 
 def fine_samples(cfg, prep, split):
-    """(rows, (N, S, S) grey samples at refine.fine_size, (N, K, 2) normalised labels) of a split:
+    """((N, S, S) grey samples at refine.fine_size, (N, K, 2) normalised labels) of a split:
     each sample cut (and mirrored) from its image as prepare.py cuts it, resized to the finer size."""
     size, mode = cfg["model"]["refine"]["fine_size"], cfg["prepare"]["resize"]
     recs = {r.name: r for r in configured_dataset(cfg).images}
@@ -72,7 +72,7 @@ def fine_samples(cfg, prep, split):
         images.append(sample)
     with h5py.File(prep.h5(split), "r") as f:
         labels = f["label"][...].reshape(len(rows), -1, 2).astype(np.float64)
-    return rows, np.stack(images).astype(np.float32), labels
+    return np.stack(images).astype(np.float32), labels
 
 
 def patch_matrix(centre, patch, angle=0.0, scale=1.0):
@@ -109,16 +109,15 @@ def _draw(rng, image, labels, k, cfg, geometry=True):
 
 def _write_patches(path, cfg, prep, grey, labels):
     patch, sigma = cfg["model"]["refine"]["patch"], cfg["model"]["heatmap_sigma"]
-    with h5py.File(path, "w") as f:
-        f.create_dataset("data", data=to_input(np.stack(grey), prep.meta["mean_bgr"]))
-        f.create_dataset("label", data=np.stack(labels).reshape(len(labels), -1).astype(np.float32))
-        f.create_dataset("heatmap", data=heatmap.encode(np.stack(labels), patch, sigma))
+    write_h5(path, to_input(np.stack(grey), prep.meta["mean_bgr"]),
+             np.stack(labels).reshape(len(labels), -1).astype(np.float32),
+             lambda flat: heatmap.encode(flat.reshape(len(flat), -1, 2), patch, sigma))
 
 
 def _write_split(tmp, out, cfg, prep, split, draws, geometry, limit=None):
-    """Patches of a split, shuffled, in files of CHUNK; returns (list file, count)."""
+    """Patches of a split, shuffled, in files of CHUNK, listed in tmp/<split>.txt; returns their count."""
     rng = np.random.default_rng(cfg["prepare"]["augment"]["seed"] + (split == "reg_test"))
-    _, images, labels = fine_samples(cfg, prep, split)
+    images, labels = fine_samples(cfg, prep, split)
     specs = [(i, k) for i in range(len(images)) for k in range(labels.shape[1]) for _ in range(draws)]
     specs = [specs[j] for j in rng.permutation(len(specs))][:limit]
     names = []
@@ -127,7 +126,7 @@ def _write_split(tmp, out, cfg, prep, split, draws, geometry, limit=None):
         names.append(f"{split}_{c // CHUNK}.h5")
         _write_patches(tmp / names[-1], cfg, prep, [g for g, _ in drawn], [lab for _, lab in drawn])
     (tmp / f"{split}.txt").write_text("".join(f"{(out / n).resolve()}\n" for n in names))
-    return out / f"{split}.txt", len(specs)
+    return len(specs)
 
 
 def patch_settings(cfg):
@@ -143,8 +142,8 @@ def patch_sources(cfg, prep):
     out = prep.dir / f"patches-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}"
 
     def write(tmp):
-        _, n_train = _write_split(tmp, out, cfg, prep, "reg_train", settings["draws"], True)
-        _, n_test = _write_split(tmp, out, cfg, prep, "reg_test", 1, False, TEST_PATCHES)
+        n_train = _write_split(tmp, out, cfg, prep, "reg_train", settings["draws"], True)
+        n_test = _write_split(tmp, out, cfg, prep, "reg_test", 1, False, TEST_PATCHES)
         (tmp / "patches.json").write_text(json.dumps({**settings, "counts": [n_train, n_test]}, indent=1))
     folder_once(out, "refinement patches", "patches.json", write)
     n_train, n_test = json.loads((out / "patches.json").read_text())["counts"]
@@ -165,7 +164,7 @@ def refine_labels(cfg, run, prep, split, coarse, batch=16):
     refine net of the run folder `run` (on the current device)."""
     r = cfg["model"]["refine"]
     size, patch = r["fine_size"], r["patch"]
-    _, images, _ = fine_samples(cfg, prep, split)
+    images, _ = fine_samples(cfg, prep, split)
     net = load_net(Path(run) / "refine" / "deploy.prototxt", Path(run) / "refine" / "final.caffemodel")
     out = np.empty_like(np.asarray(coarse, np.float64))
     for i, (image, labels) in enumerate(tqdm(list(zip(images, coarse)), desc="refine", unit="sample", leave=False)):
