@@ -1,4 +1,5 @@
 """Issue 11: the coarse-to-fine refine net (refine.py): patches, their labels, decoding, a tiny run."""
+import copy
 import json
 
 import h5py
@@ -7,6 +8,7 @@ import pytest
 
 from conftest import tiny
 from dentcae import heatmap, refine
+from dentcae.config import ConfigError, load_config
 from dentcae.evaluate import EvaluationError, evaluate_checkpoint
 from dentcae.prepare import prepare
 from dentcae.train import run_dir, train
@@ -43,6 +45,39 @@ def test_refine_decoding_inverts_a_patch_target_to_the_sample_label(offset):
     assert np.abs((back - label) * size).max() < 0.1
 
 
+@pytest.mark.parametrize("shift", [4, 16])
+def test_averaged_shifted_patches_decode_to_the_sample_label(shift):
+    size, patch = 512, 128
+    label = np.array([0.3719, 0.5583])
+    centre = label * size - 0.5 + np.array([9.1, -5.7])
+    offsets = refine.shifts({"tta_shift": shift})
+    assert len(offsets) == 5 and (0, 0) in offsets
+    hms = [heatmap.encode(refine.to_patch(label[None], refine.patch_matrix(centre + np.array(o), patch),
+                                           size, patch)[None], patch, 2.0)[0, 0] for o in offsets]
+    canvas, margin = refine.averaged_heatmap(hms, offsets)
+    assert margin == shift // heatmap.STRIDE and canvas.shape == (hms[0].shape[0] + 2 * margin,) * 2
+    np.testing.assert_allclose(canvas[margin:-margin, margin:-margin], hms[0], atol=1e-6)   # the same Gaussian
+    back = refine.refine_one(canvas, centre, size, patch, patch / 4.0, margin)
+    assert np.abs((back - label) * size).max() < 0.1
+    assert refine.shifts({"tta_shift": 0}) == [(0, 0)]
+
+
+def test_test_time_refine_settings_are_not_training_settings(phantom, tmp_path):
+    cfg = tiny(tmp_path, phantom, model={"head": "heatmap", "refine": {"patch": 96}})
+    other = copy.deepcopy(cfg)
+    other["model"]["refine"].update(passes=3, tta_shift=8)
+    assert refine.training_settings(cfg) == refine.training_settings(other)
+    other["model"]["refine"]["max_iter"] += 1
+    assert refine.training_settings(cfg) != refine.training_settings(other)
+    assert cfg["model"]["refine"]["passes"] == 1              # training_settings copies; cfg is untouched
+
+
+@pytest.mark.parametrize("bad", [{"tta_shift": 6}, {"tta_shift": -4}, {"tta_shift": 48}, {"passes": 0}])
+def test_refine_test_time_settings_are_validated(phantom, tmp_path, bad):
+    with pytest.raises(ConfigError, match="model.refine." + next(iter(bad))):
+        tiny(tmp_path, phantom, model={"head": "heatmap", "refine": {"patch": 96, **bad}})
+
+
 def test_refine_config_is_a_sub_run_with_its_own_solver(phantom, tmp_path):
     cfg = tiny(tmp_path, phantom, model={"head": "heatmap", "refine": {"patch": 96, "max_iter": 6, "batch_size": 8}},
                solver={"max_iter": 4, "stepsize": 2})
@@ -76,6 +111,11 @@ def test_tiny_refine_run_trains_on_patches_and_refines_the_first_estimates(phant
     got = evaluate_checkpoint(None, run)
     assert "coarse_decoding" in got and np.isfinite(got["mre_mm"])
     assert got["mre_mm"] != got["coarse_decoding"]["mre_mm"]      # the refine net moved the estimates
+    assert [p["mre_mm"] for p in got["refine_passes"]] == [got["mre_mm"]]
+    cfg["model"]["refine"].update(passes=2, tta_shift=8)          # test time only: two passes, 5 patches
+    twice = evaluate_checkpoint(cfg, run)
+    assert len(twice["refine_passes"]) == 2 and twice["mre_mm"] == twice["refine_passes"][1]["mre_mm"]
+    assert twice["refine_passes"][0]["mre_mm"] != got["mre_mm"]   # the averaged patches moved them
     (run / "refine" / "final.caffemodel").unlink()
     with pytest.raises(EvaluationError, match="refine net is not trained"):
         evaluate_checkpoint(None, run)
@@ -100,11 +140,16 @@ def test_a_table_keeps_the_first_net_when_only_the_refine_settings_change(phanto
     assert any("training its refine net" in m for m in said)
     _train_or_reuse(second, None, said.append)
     assert said[-1].startswith("reusing finished run")
+    second["model"]["refine"].update(passes=2, tta_shift=4)    # test-time settings retrain nothing
+    refined = run_dir(second) / "refine" / "final.caffemodel"
+    kept = (refined.stat().st_ino, refined.stat().st_mtime_ns)
+    _train_or_reuse(second, None, said.append)
+    assert said[-1].startswith("reusing finished run") and (refined.stat().st_ino, refined.stat().st_mtime_ns) == kept
+    assert load_config(run_dir(second) / "config.yaml")["model"]["refine"]["passes"] == 2   # the run says how it decodes
 
 
 @pytest.mark.slow
 def test_prototxt_writes_the_refine_net_beside_the_first(tmp_path):
-    from dentcae.config import load_config
     from dentcae.solver import write_config_prototxts
     written = write_config_prototxts(load_config("configs/ours/heatmap_scratch.yaml"), tmp_path, num_landmarks=19)
     deploy = tmp_path / "refine" / "alexnet_heatmaps_deploy.prototxt"

@@ -77,6 +77,9 @@ SCHEMA = {
             "jitter": 0.02,                 # sd of a patch centre's offset from its landmark, of the side
             "max_iter": 600,                # the refine net's solver (the rest is solver's)
             "batch_size": 32,
+            "passes": 1,                    # test time: passes, each re-centring on the last estimate
+            "tta_shift": 0,                 # test time: 0, or also patches moved +-this many fine
+                                            # pixels along each axis (a multiple of 4), averaged
         },
     },
     "solver": {
@@ -281,11 +284,14 @@ def _check_refine(r):
     if r["patch"] and not 67 <= r["patch"] <= r["fine_size"]:
         raise ConfigError("config key 'model.refine.patch' must be 0 (off) or 67 (AlexNet's pool5 needs it) "
                           f"to refine.fine_size ({r['fine_size']}), got {r['patch']!r}")
-    for key in ("fine_size", "draws", "max_iter", "batch_size"):
+    for key in ("fine_size", "draws", "max_iter", "batch_size", "passes"):
         if r[key] < 1:
             raise ConfigError(f"config key 'model.refine.{key}' must be at least 1, got {r[key]!r}")
     if not 0 <= r["jitter"] < 0.5:
         raise ConfigError(f"config key 'model.refine.jitter' must be in [0, 0.5), got {r['jitter']!r}")
+    if r["tta_shift"] < 0 or r["tta_shift"] % 4 or (r["patch"] and r["tta_shift"] >= r["patch"] // 2):
+        raise ConfigError("config key 'model.refine.tta_shift' must be 0 or a multiple of 4 (the heatmap's "
+                          f"stride) below half of model.refine.patch, got {r['tta_shift']!r}")
 
 
 def _check_solver_ranges(sc):

@@ -151,6 +151,10 @@ def score(pred_px, gt_px, samples, names, base_px=None):
     return stats, err_mm
 
 
+def _brief(stats):
+    return {k: stats[k] for k in ("mre_mm", "median_mm", "sdr")}
+
+
 def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
     """Evaluate a landmark checkpoint on a split; writes and returns the summary."""
     run, weights = resolve_checkpoint(checkpoint)
@@ -169,11 +173,14 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
     first = None
     if refine.enabled(cfg):      # the refine net's estimates; the first ones are scored beside them
         check_refine_net(run, head, prep.meta["num_landmarks"])
-        first, labels = labels, refine.refine_labels(cfg, run, prep, split, labels)
+        passes = refine.refine_passes(cfg, run, prep, split, labels)
+        first, labels = labels, passes[-1]
     pred_px = labels_to_pixels(labels, samples)
     stats, err_mm = score(pred_px, gt_px, samples, names, mean_shape_pixels(labels_train, samples))
     if first is not None:
         stats["coarse_decoding"] = score(labels_to_pixels(first, samples), gt_px, samples, names)[0]
+        stats["refine_passes"] = [_brief(score(labels_to_pixels(p, samples), gt_px, samples, names)[0])
+                                  for p in passes]
     if head == "heatmap":        # what the shape prior changed: the plain argmax decoding's result
         plain = outputs_to_pixels("heatmap_argmax", outputs, samples, size, labels_train)
         stats["argmax_decoding"] = score(plain, gt_px, samples, names)[0]

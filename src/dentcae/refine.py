@@ -2,7 +2,7 @@
 
     fine = refine_config(cfg)                            # the `stage: refine` config of a heatmap run
     train_src, test_src, n_train, n_test = patch_sources(fine, prep)
-    labels = refine_labels(cfg, run, prep, "reg_test", coarse)   # (N, K, 2) normalised, refined
+    passes = refine_passes(cfg, run, prep, "reg_test", coarse)   # [(N, K, 2) normalised] per pass
 
 The heatmap head sees the whole sample at prepare.input_size; on ISBI at 256 px an input pixel is
 0.94 mm and a heatmap cell 3.75 mm, so its estimates are coarse. With `model.refine.patch` > 0 a
@@ -13,8 +13,11 @@ copies, with its intensity changes. Its targets are the Gaussians of every landm
 frame (channel k is landmark k wherever it falls), so one net serves all landmarks. At inference the
 patch of landmark k is centred on the first estimate and channel k, decoded near the centre
 (heatmap.decode_near, weighted by a Gaussian with the training jitter's sd: where the net was
-trained to look), is the refined estimate. Labels stay normalised sample coordinates
-(prepare.py), so the evaluation maps them back to image pixels unchanged.
+trained to look), is the refined estimate. `refine.passes` > 1 cuts the patches again around the
+last estimates; `refine.tta_shift` adds patches moved by +-tta_shift fine pixels along each axis and
+averages their heatmaps (a multiple of the stride, so their cells coincide). Both are test-time
+settings: changing them retrains nothing (training_settings). Labels stay normalised sample
+coordinates (prepare.py), so the evaluation maps them back to image pixels unchanged.
 The patches live in a `patches-<hash>` folder inside the prepared-data cache entry.
 """
 import copy
@@ -150,27 +153,71 @@ def patch_sources(cfg, prep):
     return out / "reg_train.txt", out / "reg_test.txt", n_train, n_test
 
 
-def refine_one(hm, centre, size, patch, search):
+def shifts(r):
+    """Test-time patch offsets (fine pixels): the centre alone, or also +-tta_shift along each axis."""
+    d = r["tta_shift"]
+    return [(0, 0)] if d == 0 else [(0, 0), (d, 0), (-d, 0), (0, d), (0, -d)]
+
+
+def averaged_heatmap(hms, offsets):
+    """(canvas, margin): the mean of heatmaps of patches moved by `offsets` (fine pixels, multiples
+    of the stride, so their cells coincide), on the unmoved patch's grid grown by `margin` cells."""
+    hms = np.asarray(hms, np.float64)
+    margin = max(abs(v) for o in offsets for v in o) // heatmap.STRIDE
+    h, w = hms.shape[-2:]
+    total, count = np.zeros((2, h + 2 * margin, w + 2 * margin))
+    for hm, (dx, dy) in zip(hms, offsets):
+        x, y = margin + dx // heatmap.STRIDE, margin + dy // heatmap.STRIDE
+        total[y:y + h, x:x + w] += hm
+        count[y:y + h, x:x + w] += 1
+    return total / np.maximum(count, 1), margin
+
+
+def refine_one(hm, centre, size, patch, search, margin=0):
     """The refined normalised label from channel k's heatmap `hm` of the patch centred on `centre`
-    (fine pixels, no rotation): decoded near the patch's centre (Gaussian of sd `search` pixels)."""
-    mid = ((patch - 1) / 2.0 - heatmap.OFFSET) / heatmap.STRIDE
+    (fine pixels, no rotation; grown by `margin` cells on each side, as averaged_heatmap's): decoded
+    near the patch's centre (Gaussian of sd `search` pixels)."""
+    mid = ((patch - 1) / 2.0 - heatmap.OFFSET) / heatmap.STRIDE + margin
     x, y = heatmap.decode_near(np.asarray(hm, np.float64), (mid, mid), search / heatmap.STRIDE)
-    v = heatmap.STRIDE * np.array([x, y]) + heatmap.OFFSET
+    v = heatmap.STRIDE * (np.array([x, y]) - margin) + heatmap.OFFSET
     return (v - (patch - 1) / 2.0 + centre + 0.5) / size
 
 
-def refine_labels(cfg, run, prep, split, coarse, batch=16):
-    """(N, K, 2) refined normalised labels of a split's samples from the coarse ones, with the
-    refine net of the run folder `run` (on the current device)."""
+def _refine_pass(net, images, estimates, r, mean_bgr, batch):
+    """One pass: each landmark's patches centred on its estimate (and the TTA offsets), channel k
+    of their averaged heatmaps decoded near the centre."""
+    size, patch, offsets = r["fine_size"], r["patch"], shifts(r)
+    out = np.empty_like(estimates)
+    for i, (image, labels) in enumerate(tqdm(list(zip(images, estimates)), desc="refine", unit="sample", leave=False)):
+        centres = labels * size - 0.5
+        grey = [cut(image, patch_matrix(c + np.array(o), patch), patch) for c in centres for o in offsets]
+        hms = run_net(net, to_input(np.stack(grey), mean_bgr), batch)
+        hms = hms.reshape(len(centres), len(offsets), *hms.shape[1:])
+        for k, c in enumerate(centres):
+            canvas, margin = averaged_heatmap(hms[k, :, k], offsets)
+            out[i, k] = refine_one(canvas, c, size, patch, r["jitter"] * size, margin)
+    return out
+
+
+def refine_passes(cfg, run, prep, split, coarse, batch=16):
+    """[(N, K, 2) normalised labels after each pass] of a split's samples, from the coarse ones, with
+    the refine net of the run folder `run` (on the current device): each pass re-centres the patches
+    on the previous pass's estimates (model.refine.passes)."""
     r = cfg["model"]["refine"]
-    size, patch = r["fine_size"], r["patch"]
     images, _ = fine_samples(cfg, prep, split)
     net = load_net(Path(run) / "refine" / "deploy.prototxt", Path(run) / "refine" / "final.caffemodel")
-    out = np.empty_like(np.asarray(coarse, np.float64))
-    for i, (image, labels) in enumerate(tqdm(list(zip(images, coarse)), desc="refine", unit="sample", leave=False)):
-        centres = np.asarray(labels) * size - 0.5
-        grey = [cut(image, patch_matrix(c, patch), patch) for c in centres]
-        hms = run_net(net, to_input(np.stack(grey), prep.meta["mean_bgr"]), batch)
-        for k, c in enumerate(centres):
-            out[i, k] = refine_one(hms[k, k], c, size, patch, r["jitter"] * size)
+    estimates = [np.asarray(coarse, np.float64)]
+    for _ in range(r["passes"]):
+        estimates.append(_refine_pass(net, images, estimates[-1], r, prep.meta["mean_bgr"], batch))
+    return estimates[1:]
+
+
+TEST_TIME = ("passes", "tta_shift")      # model.refine keys that change decoding, not training
+
+
+def training_settings(cfg):
+    """The config without the refine net's test-time keys: what decides whether a net is retrained."""
+    out = copy.deepcopy(cfg)
+    for key in TEST_TIME:
+        out["model"]["refine"].pop(key, None)
     return out

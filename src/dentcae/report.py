@@ -34,13 +34,15 @@ from .train import run_dir, train, train_refine
 def _made_by(run, cfg, but=None):
     """The run folder's saved config is `cfg` (keys added to the schema since it was written count
     with their defaults, so older runs of the same settings are still recognised), apart from the
-    model key `but` when given."""
+    refine net's test-time keys, and apart from the model key `but` when given."""
     try:
         saved = load_config(run / "config.yaml") if (run / "config.yaml").exists() else None
     except ConfigError:
         return False
-    if saved is None or not but:
-        return saved == cfg
+    if saved is None:
+        return False
+    if not but:
+        return refine.training_settings(saved) == refine.training_settings(cfg)
     return {**saved, "model": {**saved["model"], but: None}} == {**cfg, "model": {**cfg["model"], but: None}}
 
 
@@ -51,10 +53,11 @@ def _train_or_reuse(cfg, gpu, log):
     run = run_dir(cfg)
     first_same = _made_by(run, cfg, but="refine")
     if first_same and (run / "final.caffemodel").exists():
-        if _made_by(run, cfg) and (not refine.enabled(cfg) or (run / "refine" / "final.caffemodel").exists()):
+        same = _made_by(run, cfg)
+        dump_config(cfg, run / "config.yaml")           # the same, or new test-time or refine settings
+        if same and (not refine.enabled(cfg) or (run / "refine" / "final.caffemodel").exists()):
             log(f"reusing finished run {run}")
             return
-        dump_config(cfg, run / "config.yaml")
         if refine.enabled(cfg):
             log(f"reusing the first net of {run}; training its refine net")
             train_refine(cfg, gpu, resume=True, log=log)

@@ -267,7 +267,8 @@ def train_refine(cfg, gpu=None, resume=False, log=print):
     snapshot of the same settings, else trained afresh; its summary joins the run's training.json."""
     fine = refine_config(cfg)
     saved = run_dir(fine) / "config.yaml"
-    resume = resume and (run_dir(fine) / "snapshots" / "latest.json").exists() and load_config(saved) == fine
+    resume = resume and (run_dir(fine) / "snapshots" / "latest.json").exists() \
+        and refine.training_settings(load_config(saved)) == refine.training_settings(fine)
     got = train(fine, gpu, resume=resume, overwrite=True, log=log)
     path = run_dir(cfg) / "training.json"
     write_atomic(path, json.dumps({**json.loads(path.read_text()), "refine": got}, indent=1))
