@@ -155,4 +155,4 @@ def test_prototxt_writes_the_refine_net_beside_the_first(tmp_path):
     deploy = tmp_path / "refine" / "alexnet_heatmaps_deploy.prototxt"
     assert deploy in written and (tmp_path / "alexnet_heatmaps_deploy.prototxt") in written
     assert "dim: 128" in deploy.read_text() and "dim: 256" in (tmp_path / "alexnet_heatmaps_deploy.prototxt").read_text()
-    assert "max_iter: 600" in (tmp_path / "refine" / "heatmaps_solver.prototxt").read_text()
+    assert "max_iter: 1000" in (tmp_path / "refine" / "heatmaps_solver.prototxt").read_text()
