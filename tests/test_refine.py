@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import tiny
+from conftest import run_cli, tiny
 from dentcae import heatmap, refine
 from dentcae.config import ConfigError, load_config
 from dentcae.evaluate import EvaluationError, evaluate_checkpoint
@@ -116,6 +116,9 @@ def test_tiny_refine_run_trains_on_patches_and_refines_the_first_estimates(phant
     twice = evaluate_checkpoint(cfg, run)
     assert len(twice["refine_passes"]) == 2 and twice["mre_mm"] == twice["refine_passes"][1]["mre_mm"]
     assert twice["refine_passes"][0]["mre_mm"] != got["mre_mm"]   # the averaged patches moved them
+    rc, out = run_cli("evaluate", str(run), "--set", "model.refine.passes=3", "--out", str(clean_tmp / "again"))
+    assert rc == 0, out
+    assert len(json.loads((clean_tmp / "again" / "summary.json").read_text())["refine_passes"]) == 3
     (run / "refine" / "final.caffemodel").unlink()
     with pytest.raises(EvaluationError, match="refine net is not trained"):
         evaluate_checkpoint(None, run)

@@ -130,9 +130,11 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from .evaluate import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint, resolve_checkpoint
     from .train import run_dir
     cfg = load_config(args.config, args.set) if args.config else None
+    if cfg is None and args.set and args.checkpoint is not None:     # the run's own config, overridden
+        cfg = load_config(resolve_checkpoint(args.checkpoint)[0] / "config.yaml", args.set)
     if args.checkpoint is None and cfg is None:
         raise ConfigError("give a CHECKPOINT (run folder or .caffemodel), or --config to score its run")
     checkpoint = args.checkpoint if args.checkpoint is not None else run_dir(cfg)
