@@ -180,7 +180,7 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
     if first is not None:
         stats["coarse_decoding"] = score(labels_to_pixels(first, samples), gt_px, samples, names)[0]
         stats["refine_passes"] = [_brief(score(labels_to_pixels(p, samples), gt_px, samples, names)[0])
-                                  for p in passes]
+                                  for p in passes[:-1]] + [_brief(stats)]       # the last pass is `stats`
     if head == "heatmap":        # what the shape prior changed: the plain argmax decoding's result
         plain = outputs_to_pixels("heatmap_argmax", outputs, samples, size, labels_train)
         stats["argmax_decoding"] = score(plain, gt_px, samples, names)[0]
