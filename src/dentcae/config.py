@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from .atomic import write_atomic
+from .heatmap import STRIDE
 from .pretext import check_methods
 
 
@@ -289,9 +290,9 @@ def _check_refine(r):
             raise ConfigError(f"config key 'model.refine.{key}' must be at least 1, got {r[key]!r}")
     if not 0 <= r["jitter"] < 0.5:
         raise ConfigError(f"config key 'model.refine.jitter' must be in [0, 0.5), got {r['jitter']!r}")
-    if r["tta_shift"] < 0 or r["tta_shift"] % 4 or (r["patch"] and r["tta_shift"] >= r["patch"] // 2):
-        raise ConfigError("config key 'model.refine.tta_shift' must be 0 or a multiple of 4 (the heatmap's "
-                          f"stride) below half of model.refine.patch, got {r['tta_shift']!r}")
+    if r["tta_shift"] < 0 or r["tta_shift"] % STRIDE or (r["patch"] and r["tta_shift"] >= r["patch"] // 2):
+        raise ConfigError(f"config key 'model.refine.tta_shift' must be 0 or a multiple of {STRIDE} (the "
+                          f"heatmap's stride) below half of model.refine.patch, got {r['tta_shift']!r}")
 
 
 def _check_solver_ranges(sc):
