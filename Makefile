@@ -22,13 +22,20 @@ help:
 	@echo "make test      the whole test suite (builds Caffe on first use, cached; trains narrow nets)"
 	@echo "make test-fast pure and data tests only: no Caffe build, no training (< 1 min)"
 	@echo "make setup     Debian packages + .venv + cached CPU Caffe build, then 'dentcae doctor'"
-	@echo "make caffe CAFFE_GPU=1   the CUDA build of Caffe (CUDA 13 from PyPI; default where nvidia-smi finds a GPU)"
-	@echo "make data      write the default synthetic phantom to data/phantom"
-	@echo "make pretrain  CAE pre-training with PRETRAIN_CONFIG=$(PRETRAIN_CONFIG)"
-	@echo "make finetune  landmark regressor fine-tuning with CONFIG=$(CONFIG)"
+	@echo "make venv      .venv with dentcae and its Python dependencies (no Caffe)"
+	@echo "make caffe     the cached CPU Caffe build, linked into .venv; CAFFE_GPU=1: the CUDA build"
+	@echo "               (CUDA 13 from PyPI; the default where nvidia-smi finds a GPU)"
+	@echo "make doctor    what Caffe build and Python stack dentcae sees"
+	@echo "make data      write the default synthetic phantom to data/phantom (no Caffe needed)"
+	@echo "make prepare   preprocess the dataset of CONFIG=$(CONFIG) into cached HDF5 splits"
+	@echo "make prototxt  regenerate the committed prototxt/paper/ from the paper's configs"
+	@echo "make pretrain  unsupervised pre-training with PRETRAIN_CONFIG=$(PRETRAIN_CONFIG)"
+	@echo "make finetune  landmark fine-tuning with CONFIG=$(CONFIG)"
+	@echo "make evaluate  dentcae evaluate the run of CONFIG=$(CONFIG): radial errors in mm, summary.json"
 	@echo "make table1 / make table2   rebuild the paper's Tables I / II from configs/paper/"
-	@echo "make table3    ours: regression vs heatmap head x scratch vs CAE vs pretext (configs/ours/table3.yaml)"
+	@echo "make table3    ours: regression vs heatmap head x scratch vs CAE vs augmentation pretext"
 	@echo "make bench     training images/s of the CAE and the regressor against caffe time's forward+backward bound"
+	@echo "make clean     delete runs/, results/ and data/cache/ (datasets and .venv stay)"
 	@echo "GPU=N          pass --gpu N to training (needs a CUDA build of Caffe)"
 	@echo "TRAIN_FLAGS=--resume (or --overwrite)   for make pretrain / make finetune on an existing run"
 
@@ -60,7 +67,7 @@ PHANTOM    := data/phantom/dataset.yaml
 $(PHANTOM): $(STAMP)
 	$(DENTCAE) synth --out data/phantom --images 108 --annotated 54 --seed 0
 
-data: caffe $(PHANTOM)
+data: $(PHANTOM)
 
 prepare: data
 	$(DENTCAE) prepare --config $(CONFIG)
@@ -68,32 +75,32 @@ prepare: data
 prototxt: caffe
 	$(PY) scripts/make_prototxts.py
 
-pretrain: data
+pretrain: caffe data
 	$(DENTCAE) pretrain --config $(PRETRAIN_CONFIG) $(GPU_FLAG) $(TRAIN_FLAGS)
 
-finetune: data
+finetune: caffe data
 	$(DENTCAE) finetune --config $(CONFIG) $(GPU_FLAG) $(TRAIN_FLAGS)
 
 evaluate: caffe
-	$(PY) scripts/evaluate.py --config $(CONFIG)
+	$(DENTCAE) evaluate --config $(CONFIG) $(GPU_FLAG)
 
 demo: setup
 	$(PY) scripts/demo.py $(GPU_FLAG)
 
-bench: data
+bench: caffe data
 	$(PY) scripts/bench.py
 
-table1: data
+table1: caffe data
 	$(DENTCAE) table configs/paper/table1.yaml $(GPU_FLAG)
 
-table2: data
+table2: caffe data
 	$(DENTCAE) table configs/paper/table2.yaml $(GPU_FLAG)
 
 # On the phantom the heatmap arms run without their refine net: its halves are 256 x 320 px, which the
 # first net already sees at 256 px, so a finer scale would be interpolated. Real data gets it (ISBI:
 # configs/isbi/table3.yaml). TABLE3_FLAGS= runs the arms exactly as configured.
 TABLE3_FLAGS ?= --set model.refine.patch=0
-table3: data
+table3: caffe data
 	$(DENTCAE) table configs/ours/table3.yaml $(TABLE3_FLAGS) $(GPU_FLAG)
 
 clean:

@@ -24,20 +24,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from dentcae import nets, train
-from dentcae.atomic import write_atomic
-from dentcae.backend import CaffeUnavailable, get_caffe, set_device
 from dentcae.config import load_config
-from dentcae.losslog import LossLog
-from dentcae.prepare import ensure_dataset, prepare
-from dentcae.runfiles import write_run_files
-from dentcae.snapshots import Snapshots
+from dentcae.data.prepare import ensure_dataset, prepare
+from dentcae.nets.alexnet import classifier, write_net
+from dentcae.registry import HEADS, PRETEXTS, stage_plugin
+from dentcae.runtime.atomic import write_atomic
+from dentcae.runtime.backend import CaffeUnavailable, get_caffe, set_device
+from dentcae.train import loop as train
+from dentcae.train.losslog import LossLog
+from dentcae.train.runfiles import write_run_files
+from dentcae.train.snapshots import Snapshots
 
 STAGES = {"CAE": "configs/phantom_cae_pretrain.yaml", "regressor": "configs/phantom_cae_finetune.yaml"}
-NETS = {"CAE (224)": lambda: nets.cae(size=224, deploy=True),
-        "regressor (224)": lambda: nets.regressor(8, size=224, deploy=True),
-        "heatmap (256, 19 landmarks)": lambda: nets.heatmap_net(19, size=256, deploy=True, width=64),
-        "BVLC AlexNet (227, reference)": lambda: nets.classifier(size=227, deploy=True)}
+MODEL = load_config("configs/ours/heatmap_base.yaml")["model"]
+NETS = {"CAE (224)": lambda: PRETEXTS.get("cae").build(0, MODEL, size=224, deploy=True),
+        "regressor (224)": lambda: HEADS.get("regression").build(4, MODEL, size=224, deploy=True),
+        "heatmap (256, 19 landmarks)": lambda: HEADS.get("heatmap").build(19, MODEL, size=256, deploy=True),
+        "BVLC AlexNet (227, reference)": lambda: classifier(size=227, deploy=True)}
 
 
 def caffe_time(model, iterations, gpu=None):
@@ -64,7 +67,7 @@ def _timed(fn, n=1):
 
 def _runner_steps(cfg, solver, run, n):
     """Seconds per step of the runner's own step: solver.step(1), loss logging and loss check."""
-    snaps = Snapshots(solver, run, nets.stage_builder(cfg)[0], log=lambda m: None)
+    snaps = Snapshots(solver, run, stage_plugin(cfg).STEM, log=lambda m: None)
     losses = LossLog(run / "loss.csv")
     first = train.train_step(solver, losses)            # warm-up: buffers are allocated here
 
@@ -127,7 +130,7 @@ def time_nets(iterations, gpu, tmp, batch=16):
     for name, make in NETS.items():
         net = make()
         net.layer[0].input_param.shape[0].dim[0] = batch
-        nets.write_net(net, Path(tmp) / "net.prototxt")
+        write_net(net, Path(tmp) / "net.prototxt")
         row = {"net": name, "batch": batch}
         for where, device in [("cpu", None)] + ([(f"gpu{gpu}", gpu)] if gpu is not None else []):
             fwd, bwd = caffe_time(Path(tmp) / "net.prototxt", iterations, device)

@@ -156,7 +156,7 @@ POOL_BACKWARD = "            bottom_diff[bottom_index] += top_diff[index];\n"
 # the same arithmetic per element, in the same order, as BVLC's Regularize ->
 # ComputeUpdateValue -> Net::Update (and as Caffe's own adam_update_gpu kernel); pow(v, 0.5) becomes
 # sqrt(v), both correctly rounded. The diff still holds the applied update afterwards. Other modes
-# (GPU, L1 decay) keep BVLC's path. tests/test_caffe_patches.py checks the result against BVLC's rules.
+# (GPU, L1 decay) keep BVLC's path. tests/nets/test_caffe_patches.py checks the result against BVLC's rules.
 ADAM_CPU_FIRST = "    // update m <- \\beta_1 m_{t-1} + (1-\\beta_1)g_t\n"
 ADAM_CPU_LAST = ("    caffe_cpu_scale(N, local_rate*correction,\n        val_t->cpu_data(),\n"
                  "        net_params[param_id]->mutable_cpu_diff());\n")

@@ -2,7 +2,7 @@
 # The prepared check for a session lent a GPU machine (15 device-minutes: run it once):
 #   1. the CUDA build of Caffe (make caffe CAFFE_GPU=1; CAFFE_CUDA_ROOT=<toolkit> where PyPI is out
 #      of reach and the machine has its own CUDA 13, e.g. /usr/local/cuda),
-#   2. dentcae doctor and the GPU tests (tests/test_gpu.py: they skip without a device),
+#   2. dentcae doctor and the GPU tests (tests/runtime/test_gpu.py: they skip without a device),
 #   3. `caffe time` GPU vs CPU for the CAE, the regressor and the heatmap net,
 #   4. training images/s on the GPU vs the CPU (make bench's runner, --gpu 0),
 #   5. Table I on the SYNTHETIC phantom with GPU-sized schedules (--preset gpu),
@@ -34,8 +34,8 @@ step "doctor"
 .venv/bin/dentcae doctor
 done_step
 
-step "GPU tests (tests/test_gpu.py, tests/test_caffe_patches.py)"
-.venv/bin/pytest -q tests/test_gpu.py tests/test_caffe_patches.py -rs
+step "GPU tests (tests/runtime/test_gpu.py, tests/nets/test_caffe_patches.py)"
+.venv/bin/pytest -q tests/runtime/test_gpu.py tests/nets/test_caffe_patches.py -rs
 done_step
 
 step "caffe time, GPU vs CPU (batch 16, forward+backward)"

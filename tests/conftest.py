@@ -1,7 +1,8 @@
 """Shared fixtures: real pycaffe, a tiny synthetic phantom, and tiny configs that train in seconds.
 
-Two tiers: `make test-fast` runs `pytest -m "not slow"` (pure and data tests, no nets); `make test`
-runs everything. A test that builds or trains a Caffe net is marked `slow`.
+Two tiers: `make test-fast` runs `pytest -m "not slow"` (pure and data tests, no nets, no Caffe
+needed); `make test` runs everything. A test that builds or trains a Caffe net is marked `slow`.
+Tests sit in folders named after the package they test (tests/data/, tests/heads/, ...).
 """
 import os
 import shutil
@@ -9,10 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import csv
+
+import h5py
+import numpy as np
 import pytest
 import yaml
 
 from dentcae.config import load_config, merge
+from dentcae.data.geometry import sample_box, to_pixels
+from dentcae.data.prepare import prepare
+from dentcae.evaluation.metrics import read_prediction_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -24,7 +32,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def caffe():
-    from dentcae.backend import get_caffe
+    from dentcae.runtime.backend import get_caffe
     c = get_caffe()
     c.set_mode_cpu()
     return c
@@ -33,7 +41,7 @@ def caffe():
 @pytest.fixture(scope="session")
 def phantom(tmp_path_factory):
     """12 SYNTHETIC images, 8 annotated: 24 halves, enough for every split."""
-    from dentcae.phantom import write_phantom
+    from dentcae.data.phantom import write_phantom
     return write_phantom(tmp_path_factory.mktemp("data") / "phantom", images=12, annotated=8, seed=3)
 
 
@@ -70,6 +78,36 @@ def run_cli(*args, env=None, check=False):
 
 
 @pytest.fixture
+def quiet():
+    """A log function that prints nothing: training and import steps take `log=quiet`."""
+    return lambda *args, **kwargs: None
+
+
+@pytest.fixture
 def clean_tmp(tmp_path):
     yield tmp_path
     shutil.rmtree(tmp_path, ignore_errors=True)  # runs hold hundreds of MB of weights
+
+
+def recompute_errors(pred_csv):
+    """(N, K) mm errors of a predictions.csv, after checking its error column against its coordinates."""
+    with open(pred_csv) as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:   # error columns agree with the coordinates
+        px = np.hypot(float(r["pred_x"]) - float(r["gt_x"]), float(r["pred_y"]) - float(r["gt_y"]))
+        assert float(r["error_px"]) == pytest.approx(px, abs=2e-3)
+    return read_prediction_errors(pred_csv)[0]
+
+
+def baseline_mm(cfg, pred_csv):
+    """The mean-shape baseline recomputed by hand: mean training label, mapped into each test sample."""
+    prep = prepare(cfg)
+    with h5py.File(prep.h5("reg_train"), "r") as f:
+        mean = f["label"][...].mean(0).reshape(-1, 2)
+    samples = {s["index"]: s for s in prep.samples()}
+    errs = []
+    for r in csv.DictReader(open(pred_csv)):
+        s = samples[r["sample"]]
+        x, y = to_pixels(mean, *sample_box(s))[int(r["landmark"]) - 1]
+        errs.append(np.hypot(x - float(r["gt_x"]), y - float(r["gt_y"])) * float(s["spacing_mm"]))
+    return float(np.mean(errs))

@@ -5,8 +5,8 @@
     dentcae import isbi2015|labelme SRC --out DIR   convert public formats into a dataset folder
     dentcae prepare --config C              preprocess a dataset into cached HDF5 splits
     dentcae prototxt --config C --out DIR   write the nets and solvers a config trains
-    dentcae pretrain --config C             CAE pre-training
-    dentcae finetune --config C             landmark regressor fine-tuning
+    dentcae pretrain --config C             unsupervised pre-training (model.pretext: cae, augment)
+    dentcae finetune --config C             landmark head fine-tuning (model.head: regression, heatmap)
     dentcae evaluate [CHECKPOINT] [--config C] radial errors in mm, predictions.csv, summary.json
     dentcae table configs/paper/table2.yaml the paper's tables from configs, ours beside theirs
 """
@@ -15,9 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from .backend import CaffeUnavailable
 from .config import ConfigError, load_config
-from .data import DataError
+from .data.dataset import DataError
+from .runtime.backend import CaffeUnavailable
 
 
 def _add_config(p, required=True):
@@ -36,7 +36,7 @@ def _add_train(p):
 def cmd_doctor(args):
     import numpy
     import google.protobuf
-    from .backend import build_info
+    from .runtime.backend import build_info
     info = build_info()
     print(f"caffe      {info['caffe_version']} from {info['caffe_path']}")
     print(f"build      {info['mode']}, {info['layer_types']} layer types "
@@ -58,14 +58,14 @@ def cmd_doctor(args):
 
 
 def cmd_synth(args):
-    from .phantom import write_phantom
+    from .data.phantom import write_phantom
     out = write_phantom(args.out, args.images, args.annotated, args.seed)
     print(f"wrote {args.images} SYNTHETIC images ({args.annotated} annotated) to {out}")
     return 0
 
 
 def cmd_import(args):
-    from .importers import import_isbi2015, import_labelme
+    from .data.importers import import_isbi2015, import_labelme
     if args.format == "isbi2015":
         import_isbi2015(args.src, args.out, spacing=args.spacing, annotator=args.annotator,
                         overwrite=args.overwrite)
@@ -100,7 +100,7 @@ def _add_import(sub):
 
 def cmd_prepare(args):
     from tqdm import tqdm
-    from .prepare import ensure_dataset, prepare
+    from .data.prepare import ensure_dataset, prepare
     cfg = load_config(args.config, args.set)
     if args.skip_bad:
         cfg["dataset"]["skip_bad"] = True
@@ -113,7 +113,7 @@ def cmd_prepare(args):
 
 
 def cmd_prototxt(args):
-    from .solver import write_config_prototxts
+    from .train.stages import write_config_prototxts
     for path in write_config_prototxts(load_config(args.config, args.set), Path(args.out),
                                        num_landmarks=args.num_landmarks):
         print(path)
@@ -121,7 +121,7 @@ def cmd_prototxt(args):
 
 
 def cmd_train(args):
-    from .train import train
+    from .train.loop import train
     cfg = load_config(args.config, args.set)
     if cfg["stage"] != args.verb:
         raise ConfigError(f"{args.config} is a '{cfg['stage']}' config; use `dentcae {cfg['stage']}`")
@@ -130,8 +130,8 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from .evaluate import evaluate_checkpoint, resolve_checkpoint
-    from .train import run_dir
+    from .evaluation.evaluate import evaluate_checkpoint, resolve_checkpoint
+    from .train.runfiles import run_dir
     cfg = load_config(args.config, args.set) if args.config else None
     if cfg is None and args.set and args.checkpoint is not None:     # the run's own config, overridden
         cfg = load_config(resolve_checkpoint(args.checkpoint)[0] / "config.yaml", args.set)
@@ -155,7 +155,7 @@ def _device_list(text):
 
 
 def cmd_table(args):
-    from .report import run_table
+    from .tables.run import run_table
     result = run_table(args.table, repeats=args.repeats, gpu=args.gpu, out=args.out, overrides=args.set,
                        preset=args.preset, gpus=args.gpus)
     print(Path(result["markdown"]).read_text())
@@ -184,7 +184,8 @@ def build_parser():
     p.add_argument("--num-landmarks", type=int, default=None, metavar="K",
                    help="landmarks per sample (default: model.num_landmarks, else the config's dataset)")
     p.set_defaults(fn=cmd_prototxt)
-    for verb, text in (("pretrain", "CAE pre-training"), ("finetune", "landmark regressor fine-tuning")):
+    for verb, text in (("pretrain", "unsupervised pre-training (model.pretext)"),
+                       ("finetune", "landmark head fine-tuning (model.head), then its sub-runs")):
         p = sub.add_parser(verb, help=text)
         _add_train(p)
         p.set_defaults(fn=cmd_train)

@@ -1,19 +1,21 @@
 """YAML configs: a base file plus small per-experiment files, validated on load.
 
 A config may name `_base_: other.yaml` (relative to itself); its keys override the base's, nested
-dicts merge key by key. Every key must exist in SCHEMA below (an unknown key is an error naming its
-dotted path), and every value must have the schema default's type. `--set a.b=value` overrides
-apply last and are parsed as YAML scalars.
+dicts merge key by key. Every key must exist in the schema (an unknown key is an error naming its
+dotted path), and every value must have the schema default's type. The schema is SCHEMA below plus
+the `model.` keys each registered head and pre-training declares (their CONFIG hook); each plug-in
+also checks its own values (check_config). `--set a.b=value` overrides apply last and are parsed as
+YAML scalars.
 """
 import copy
-import re
 from pathlib import Path
 
 import yaml
 
-from .atomic import write_atomic
-from .heatmap import STRIDE
-from .pretext import check_methods
+from .registry import HEADS, PRETEXTS
+from .runtime.atomic import write_atomic
+from .runtime.yamlio import read_yaml_mapping as _read_mapping
+from .runtime.yamlio import yaml_load
 
 
 class ConfigError(ValueError):
@@ -21,10 +23,12 @@ class ConfigError(ValueError):
 
 
 # The schema is the default config: every allowed key, its default and (by the default) its type.
-# None means "optional, any of the types in OPTIONAL_TYPES".
+# None means "optional, any of the types in OPTIONAL_TYPES". Heads and pre-trainings add their own
+# model keys (schema()).
 SCHEMA = {
     "name": "run",
-    "stage": "finetune",                    # pretrain (model.pretext) | finetune (model.head)
+    "stage": "finetune",                    # pretrain (trains model.pretext) | finetune (model.head);
+                                            # a head's sub-run has its own (the heatmap's `refine`)
     "runs_dir": "runs",                     # the run folder is runs_dir/name
     "seed": 0,
     "dataset": {
@@ -53,35 +57,18 @@ SCHEMA = {
         "cache_dir": "data/cache",
     },
     "model": {
-        "init": "scratch",                  # scratch | imagenet | cae | pretext
-        "head": "regression",               # finetune: regression (the paper's fc8_landmarks) | heatmap
-        "pretext": "cae",                   # pretrain: cae (the paper's auto-encoder) | augment (name
-                                            # the augmentation: the paper's other unsupervised task)
-        "pretext_methods": ["identity", "rot90", "rot180", "rot270", "hflip", "gamma", "blur"],
+        "init": "scratch",                  # scratch | imagenet | a pre-training's name (cae, augment)
+        "head": "regression",               # finetune: a head in heads/ (regression: the paper's)
+        "pretext": "cae",                   # pretrain: a pre-training in pretexts/ (cae: the paper's)
         "imagenet_weights": "bvlc_alexnet.caffemodel",
-        "cae_run": None,                    # init cae: the CAE run folder whose final weights are copied
-        "pretext_run": None,                # init pretext: the augment-pretext run folder, likewise
+        "pretrain_run": None,               # init <pre-training>: the run folder whose final weights
+                                            # are copied (its model.pretext must be the init's name)
         "copy_layers": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6"],
         "freeze": [],                       # layers whose lr_mult/decay_mult are 0
         "dropout": 0.5,                     # drop6/drop7 ratio (AlexNet and the paper: 0.5)
         "fc_width": 4096,                   # fc6/fc7 and the CAE's dec_fc6/dec_fc7 (AlexNet: 4096;
                                             # the tests use narrow nets, same names and code paths)
         "num_landmarks": None,              # None: from the dataset
-        "head_width": 128,                  # heatmap head: channels after conv5 (half after conv2)
-        "head_lr_mult": 1.0,                # heatmap head: learning-rate multiplier of its layers
-        "heatmap_sigma": 2.0,               # heatmap head: target Gaussian sigma in heatmap pixels
-        "refine": {                         # heatmap head: a second heatmap net on patches around each
-                                            # first estimate, at a finer scale (refine.py)
-            "patch": 0,                     # 0: off; else the patch side in pixels of the finer sample
-            "fine_size": 768,               # the sample resized (as prepare.resize) to this side
-            "draws": 4,                     # training patches per landmark and labelled sample
-            "jitter": 0.02,                 # sd of a patch centre's offset from its landmark, of the side
-            "max_iter": 600,                # the refine net's solver (the rest is solver's)
-            "batch_size": 32,
-            "passes": 1,                    # test time: passes, each re-centring on the last estimate
-            "tta_shift": 0,                 # test time: 0, or also patches moved +-this many fine
-                                            # pixels along each axis (a multiple of 4), averaged
-        },
     },
     "solver": {
         "type": "SGD",                      # SGD | Adam
@@ -109,10 +96,17 @@ SCHEMA = {
     },
 }
 OPTIONAL_TYPES = (str, int, float, dict, list)
-STAGES = ("pretrain", "finetune", "refine")   # refine: made by a heatmap finetune
-INITS = ("scratch", "imagenet", "cae", "pretext")
-HEADS = ("regression", "heatmap")
-PRETEXTS = ("cae", "augment")
+STAGES = ("pretrain", "finetune")
+INITS = ("scratch", "imagenet")              # or the name of a pre-training
+
+
+def schema():
+    """SCHEMA with the model keys of every registered head and pre-training."""
+    plugins = {**HEADS.config_keys(), **PRETEXTS.config_keys()}
+    clash = set(plugins) & set(SCHEMA["model"])
+    if clash:
+        raise ConfigError(f"a plug-in redefines the model keys {sorted(clash)}")
+    return merge(SCHEMA, {"model": plugins})
 
 
 def _check(cfg, schema, where):
@@ -150,49 +144,29 @@ def merge(base, over):
     return out
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads 1e-3 (no dot) as a string; like YAML 1.2, read it as the number it is."""
-
-
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
-    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$"), list("-+0123456789."))
-
-
-def yaml_load(text):
-    return yaml.load(text, Loader=_Loader)
-
-
 def read_yaml_mapping(path, what="config", allow_empty=True):
     """A YAML file that must hold a mapping; every failure is a ConfigError naming the file."""
-    path = Path(path)
-    try:
-        data = yaml_load(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise ConfigError(f"{what} file not found: {path}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if data is None and allow_empty:
-        return {}
-    if data is None:
-        raise ConfigError(f"{path}: the {what} file is empty")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a {what} must be a mapping of keys")
-    return data
+    return _read_mapping(path, what, ConfigError, allow_empty)
 
 
-def _read(path, seen=()):
+def read_with_bases(path, check=None, what="config", seen=()):
+    """A YAML mapping with its `_base_` chain resolved (keys override the base's, nested dicts merge
+    key by key); `check(data)` validates each file's own keys before merging, naming the file."""
     path = Path(path)
     if path.resolve() in seen:
         raise ConfigError(f"{path}: _base_ chain loops back to itself")
-    data = read_yaml_mapping(path)
+    data = read_yaml_mapping(path, what, allow_empty=what == "config")
     base = data.pop("_base_", None)
     try:
-        _check(data, SCHEMA, "")
+        if check:
+            check(data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     if base is None:
         return data
-    return merge(_read(path.parent / base, seen + (path.resolve(),)), data)
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: _base_ must be a file name, got {base!r}")
+    return merge(read_with_bases(path.parent / base, check, what, seen + (path.resolve(),)), data)
 
 
 def parse_set(items):
@@ -215,13 +189,14 @@ def parse_set(items):
 
 def load_config(path, overrides=None):
     """Resolve `_base_` chains, apply `--set` overrides, fill defaults, validate; returns a dict."""
-    cfg = _read(path)
+    full = schema()
+    cfg = read_with_bases(path, lambda data: _check(data, full, ""))
     extra = parse_set(overrides) if isinstance(overrides, list) else (overrides or {})
     try:
-        _check(extra, SCHEMA, "")
+        _check(extra, full, "")
     except ConfigError as e:
         raise ConfigError(f"--set: {e}") from None
-    cfg = merge(merge(SCHEMA, cfg), extra)
+    cfg = merge(merge(full, cfg), extra)
     validate_values(cfg)
     return cfg
 
@@ -235,18 +210,28 @@ def check_name(name, key="name"):
     return name
 
 
+def _check_plugins(cfg):
+    """model.head, model.pretext and model.init name registered plug-ins; the stage is one the
+    config can train; each of the two plug-ins checks its own keys."""
+    m = cfg["model"]
+    for key, registry in (("head", HEADS), ("pretext", PRETEXTS)):
+        if m[key] not in registry.names():
+            raise ConfigError(f"config key 'model.{key}' must be one of {registry.names()}, got {m[key]!r}")
+    if m["init"] == "pretext":
+        raise ConfigError("config key 'model.init': 'pretext' is now named after the pre-training: "
+                          "use 'augment' (and model.pretrain_run for its run folder)")
+    if m["init"] not in INITS + PRETEXTS.names():
+        raise ConfigError(f"config key 'model.init' must be one of {INITS + PRETEXTS.names()}, got {m['init']!r}")
+    head = HEADS.get(m["head"])
+    if cfg["stage"] not in STAGES + tuple(head.SUBRUNS):
+        raise ConfigError(f"config key 'stage' must be one of {STAGES + tuple(head.SUBRUNS)}, got {cfg['stage']!r}")
+    head.check_config(cfg)
+    PRETEXTS.get(m["pretext"]).check_config(cfg)
+
+
 def validate_values(cfg):
     check_name(cfg["name"])
-    if cfg["stage"] not in STAGES:
-        raise ConfigError(f"config key 'stage' must be one of {STAGES}, got {cfg['stage']!r}")
-    for key, allowed in (("init", INITS), ("head", HEADS), ("pretext", PRETEXTS)):
-        if cfg["model"][key] not in allowed:
-            raise ConfigError(f"config key 'model.{key}' must be one of {allowed}, got {cfg['model'][key]!r}")
-    if cfg["model"]["pretext"] == "augment":
-        try:
-            check_methods(cfg["model"]["pretext_methods"])
-        except ValueError as e:
-            raise ConfigError(f"config key {e}") from None
+    _check_plugins(cfg)
     if cfg["model"]["fc_width"] < 1:
         raise ConfigError("config key 'model.fc_width' must be at least 1")
     if cfg["prepare"]["resize"] not in ("stretch", "pad"):
@@ -263,7 +248,6 @@ def validate_values(cfg):
     if not 67 <= cfg["prepare"]["input_size"] <= 2048:
         raise ConfigError("config key 'prepare.input_size' must be 67 (AlexNet's pool5 needs it) to 2048")
     _check_solver_ranges(cfg["solver"])
-    _check_refine(cfg["model"]["refine"])
     synth = cfg["dataset"]["synth"]
     if synth is not None:
         if not isinstance(synth, dict) or set(synth) - {"images", "annotated", "seed"}:
@@ -281,18 +265,6 @@ def validate_values(cfg):
     return cfg
 
 
-def _check_refine(r):
-    if r["patch"] and not 67 <= r["patch"] <= r["fine_size"]:
-        raise ConfigError("config key 'model.refine.patch' must be 0 (off) or 67 (AlexNet's pool5 needs it) "
-                          f"to refine.fine_size ({r['fine_size']}), got {r['patch']!r}")
-    for key in ("fine_size", "draws", "max_iter", "batch_size", "passes"):
-        if r[key] < 1:
-            raise ConfigError(f"config key 'model.refine.{key}' must be at least 1, got {r[key]!r}")
-    if not 0 <= r["jitter"] < 0.5:
-        raise ConfigError(f"config key 'model.refine.jitter' must be in [0, 0.5), got {r['jitter']!r}")
-    if r["tta_shift"] < 0 or r["tta_shift"] % STRIDE or (r["patch"] and r["tta_shift"] >= r["patch"] // 2):
-        raise ConfigError(f"config key 'model.refine.tta_shift' must be 0 or a multiple of {STRIDE} (the "
-                          f"heatmap's stride) below half of model.refine.patch, got {r['tta_shift']!r}")
 
 
 def _check_solver_ranges(sc):

@@ -1,0 +1,88 @@
+"""What every importer shares: the atomic dataset-folder writer and point checks."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from ...runtime.atomic import StagedFolder, write_csv_atomic
+from ..dataset import DataError, load_dataset
+
+
+def image_size(path_or_bytes, where):
+    """(width, height) of an image file or of encoded image bytes; DataError naming `where`."""
+    raw = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise DataError(f"{where}: cannot read the image (unreadable or truncated file)")
+    return img.shape[1], img.shape[0]
+
+
+def check_inside(points, size, where):
+    """Points (K, 2) must lie in the image (pixel centres 0..W-1, half a pixel of slack)."""
+    w, h = size
+    for i, (x, y) in enumerate(points):
+        if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
+            raise DataError(f"{where}: point {i + 1} ({x:g}, {y:g}) lies outside the {w}x{h} image")
+
+
+def _coords(points, k):
+    """x1,y1,...,xK,yK cells (3 decimals; original integers stay exact), or K empty pairs."""
+    if points is None:
+        return [""] * (2 * k)
+    return [f"{v:.3f}".rstrip("0").rstrip(".") for v in np.asarray(points, float).reshape(-1)]
+
+
+class DatasetWriter:
+    """Builds a dataset folder in a staged folder (runtime.atomic.StagedFolder); `finish` validates
+    it with the dataset loader and renames it into place. Leaving the `with` block by an error
+    removes it."""
+
+    def __init__(self, out, overwrite=False):
+        self.out = Path(out)
+        if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())) and not overwrite:
+            raise DataError(f"{self.out} exists and is not empty: choose another --out or pass --overwrite")
+        self.stage = StagedFolder(self.out)
+        self.tmp = self.stage.path
+        self.linked = self.copied = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *exc):
+        self.stage.__exit__(kind, *exc)
+
+    def add_file(self, src, name):
+        """Link (else copy) the image file `src` to `name` inside the dataset; returns `name`."""
+        dst = self.tmp / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.symlink(Path(src).resolve(), dst)
+            self.linked += 1
+        except OSError:
+            shutil.copyfile(src, dst)
+            self.copied += 1
+        return name
+
+    def add_bytes(self, data, name):
+        dst = self.tmp / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(data)
+        self.copied += 1
+        return name
+
+    def finish(self, meta, rows, report):
+        """Write dataset.yaml, landmarks.csv (rows: dicts) and import.json; check; rename into place."""
+        k = len(meta["landmarks"])
+        header = ["image", *[f"{a}{i}" for i in range(1, k + 1) for a in "xy"], "group", "split"]
+        lines = [header] + [[r["image"], *_coords(r["points"], k), r["group"], r.get("split", "")] for r in rows]
+        write_csv_atomic(self.tmp / "landmarks.csv", lines)
+        (self.tmp / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+        report = {**report, "images_linked": self.linked, "images_written": self.copied}
+        (self.tmp / "import.json").write_text(json.dumps(report, indent=1))
+        ds = load_dataset(self.tmp)      # the format's own checks, before anything is in place
+        self.stage.commit()
+        return ds

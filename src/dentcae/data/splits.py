@@ -1,0 +1,69 @@
+"""Which sample trains or tests what: seeded, grouped splits, pinned splits and the label budget.
+
+    held = grouped_split(groups, holdout=0.2, seed=0)        # a set of held-out groups
+    assign_splits(rows, prepare_cfg, label_budget=54)         # sets cae_/reg_ train/test per row
+
+Rules: both halves of an image, and all images of one group, share every split. An image pinned
+`split: test` in landmarks.csv is never trained on, not even by pre-training; one pinned `train` is
+never tested. Unpinned images split as the config says (holdout or k-fold). With a label budget of N,
+only N training images (whole groups, seeded) keep their labels for fine-tuning; the other training
+images still pre-train, unlabelled, as in the paper's few-label setting.
+"""
+import numpy as np
+
+from .dataset import DataError
+
+
+def grouped_split(groups, holdout, seed, folds=0, fold=0):
+    """Groups -> set of held-out groups: a seeded shuffle, then enough whole groups for `holdout`
+    of the items (or fold `fold` of `folds` round-robin folds). `groups` lists one group per item."""
+    names = sorted(set(groups))
+    rng = np.random.default_rng(seed)
+    rng.shuffle(names)
+    if folds and folds > 1:
+        return {g for i, g in enumerate(names) if i % folds == fold}
+    sizes = {g: groups.count(g) for g in names}
+    target, held = max(1, round(holdout * len(groups))), set()
+    for g in names:
+        if sum(sizes[h] for h in held) >= target:
+            break
+        held.add(g)
+    return held
+
+
+def budget_groups(images_by_group, budget, seed):
+    """Whole groups, in seeded order, holding at most `budget` images (as close to it as they fit)."""
+    names = sorted(images_by_group)
+    np.random.default_rng(seed).shuffle(names)
+    total = sum(len(v) for v in images_by_group.values())
+    if budget > total:
+        raise DataError(f"dataset.label_budget is {budget}, but only {total} annotated training images "
+                        "are there")
+    kept, count = set(), 0
+    for g in names:
+        if count + len(images_by_group[g]) <= budget:
+            kept.add(g)
+            count += len(images_by_group[g])
+    return kept
+
+
+def assign_splits(rows, pc, label_budget=None):
+    """Set cae_train, cae_test, reg_train and reg_test (0/1) on every sample row, in place.
+    Rows need: group, annotated, image and pin ("train", "test" or "")."""
+    free = [r for r in rows if r["pin"] != "test"]
+    cae_held = grouped_split([r["group"] for r in free], pc["cae_holdout"], pc["split_seed"])
+    unpinned = [r for r in rows if r["annotated"] and not r["pin"]]
+    reg_held = grouped_split([r["group"] for r in unpinned], pc["regressor_holdout"], pc["split_seed"] + 1,
+                             pc["folds"], pc["fold"]) if unpinned else set()
+    is_test = {id(r): r["pin"] == "test" or (not r["pin"] and r["group"] in reg_held) for r in rows}
+    candidates = [r for r in rows if r["annotated"] and not is_test[id(r)]]
+    by_group = {}
+    for r in candidates:
+        by_group.setdefault(r["group"], set()).add(r["image"])
+    labelled = set(by_group) if label_budget is None else budget_groups(by_group, label_budget, pc["split_seed"] + 2)
+    for r in rows:
+        r["cae_test"] = int(r["pin"] != "test" and r["group"] in cae_held)
+        r["cae_train"] = int(r["pin"] != "test" and r["group"] not in cae_held)
+        r["reg_test"] = int(bool(r["annotated"]) and is_test[id(r)])
+        r["reg_train"] = int(bool(r["annotated"]) and not is_test[id(r)] and r["group"] in labelled)
+    return rows

@@ -1,0 +1,186 @@
+"""Evaluate a landmark checkpoint: predict a split, map back to image pixels, score, write files.
+
+    summary = evaluate_checkpoint(cfg, "runs/x")        # or "runs/x/snapshots/..._iter_N.caffemodel"
+
+Inference is nets/infer.py's, decoding the head's (asked through the registry), scoring
+metrics.py's (pure), drawing figures.py's; this module joins them. Predictions are mapped back to
+original-image pixels (undo the resize, un-mirror right halves) and compared with the annotations of
+landmarks.csv. Writes predictions.csv, summary.json, results.md, detections.png and error_cdf.png
+into the run folder (or `out`).
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..config import load_config
+from ..data.dataset import read_image
+from ..data.geometry import sample_box, to_pixels
+from ..data.inputs import split_inputs, split_labels
+from ..data.prepare import configured_dataset, prepare
+from ..nets.infer import CheckpointError, check_weights, predict
+from ..registry import HEADS
+from ..runtime.atomic import write_atomic, write_csv_atomic
+from ..runtime.backend import set_device
+from .figures import plot_detections, plot_error_cdf
+from .metrics import (PRED_FIELDS, SDR_MM, markdown_table, prediction_rows, radial_errors_mm,
+                      read_predictions, summarize)
+
+
+class EvaluationError(CheckpointError):
+    pass
+
+
+def check_checkpoint(deploy, weights, head, num_landmarks):
+    """Refuse, before predicting, weights that do not fill the deploy net exactly and a net whose
+    output does not fit K landmarks of the head `head`."""
+    try:
+        check_weights(deploy, weights, *HEADS.get(head).outputs(num_landmarks), num_landmarks)
+    except CheckpointError as e:
+        raise EvaluationError(str(e)) from None
+
+
+def resolve_checkpoint(checkpoint):
+    """A run folder (-> its final.caffemodel and deploy.prototxt) or a .caffemodel inside one."""
+    p = Path(checkpoint)
+    run = p if p.is_dir() else p.parent
+    weights = p / "final.caffemodel" if p.is_dir() else p
+    if weights.parent.name == "snapshots":
+        run = weights.parent.parent
+    for f in (weights, run / "deploy.prototxt"):
+        if not f.exists():
+            raise FileNotFoundError(f"{f} not found (evaluate takes a finetune run folder or a "
+                                    ".caffemodel inside one)")
+    return run, weights
+
+
+def predict_split(deploy, weights, prepared, split, gpu=None, batch=16):
+    """Net outputs for every sample of a prepared split, on CPU or CUDA device `gpu`."""
+    set_device(gpu)
+    return predict(deploy, weights, split_inputs(prepared, split), batch)
+
+
+def labels_to_pixels(labels, samples):
+    """(N, K, 2) normalised sample labels -> original-image pixels; the scoring below never knows
+    which head made them."""
+    return np.array([to_pixels(p, *sample_box(s)) for p, s in zip(labels, samples)])
+
+
+def mean_shape_pixels(labels_train, samples):
+    """The no-learning baseline: the training set's mean label, placed in every test sample."""
+    mean = labels_train.mean(0)
+    return np.array([to_pixels(mean, *sample_box(s)) for s in samples])
+
+
+def ground_truth_pixels(ds, samples):
+    recs = {r.name: r for r in ds.images}
+    return np.array([recs[s["image"]].landmarks[ds.side_indices(s["side"])] for s in samples])
+
+
+def detection_panels(predictions, dataset_root, n=2):
+    """Figure panels for the first n test images from {arm: predictions.csv}: the whole image,
+    every sample (half) of it, ground truth, and each arm's predictions and errors in mm."""
+    per_arm = {label: read_predictions(path) for label, path in predictions.items()}
+    first = next(iter(per_arm.values()))
+    panels = []
+    for name in list(dict.fromkeys(r["image"] for r in first))[:n]:
+        pick = lambda rows, *keys: np.array([[float(r[k]) for k in keys] for r in rows if r["image"] == name])  # noqa
+        panels.append({"image": read_image(Path(dataset_root) / name), "title": name,
+                       "gt": pick(first, "gt_x", "gt_y"),
+                       "preds": {a: pick(rows, "pred_x", "pred_y") for a, rows in per_arm.items()},
+                       "errors_mm": {a: pick(rows, "error_mm")[:, 0] for a, rows in per_arm.items()}})
+    return panels
+
+
+def data_description(prep, split="reg_test"):
+    """What a result is measured on: dataset, real or synthetic, landmarks, split, labels, spacing."""
+    m = prep.meta
+    return {"dataset": m["dataset"], "synthetic": m["synthetic"], "landmarks": m["landmark_names"],
+            "layout": m["layout"], "split": split, "test_samples": m["counts"][split],
+            "test_images": m.get("test_images"), "labelled_train_samples": m["counts"]["reg_train"],
+            "labelled_train_images": m.get("labelled_train_images"), "label_budget": m.get("label_budget"),
+            "pretrain_images": m["counts"]["cae_train"], "spacing_mm": m.get("spacing_mm"),
+            "input_size": m["input_size"]}
+
+
+def describe(d):
+    """One sentence of data_description for results.md and the tables."""
+    kind = "SYNTHETIC phantom" if d["synthetic"] else "real X-rays"
+    budget = f" (label budget {d['label_budget']})" if d["label_budget"] else ""
+    return (f"Data: {d['dataset']} ({kind}); {len(d['landmarks'])} landmarks per sample "
+            f"({', '.join(d['landmarks'])}); trained on {d['labelled_train_images']} labelled images"
+            f"{budget}, tested on {d['test_images']} images ({d['test_samples']} samples, split "
+            f"{d['split']}); {d['pretrain_images']} samples for pre-training; spacing "
+            f"{'/'.join(f'{s:g}' for s in d['spacing_mm'] or [])} mm/px; input {d['input_size']} px.")
+
+
+def score(pred_px, gt_px, samples, names, base_px=None):
+    """(stats, with the mean-shape baseline when base_px is given, and the (N, K) errors in mm) of
+    predictions in image pixels."""
+    spacing = [float(s["spacing_mm"]) for s in samples]
+    err_mm = radial_errors_mm(pred_px, gt_px, spacing)
+    stats = summarize(err_mm, names)
+    if base_px is not None:
+        stats["baseline_mean_shape_mre_mm"] = float(radial_errors_mm(base_px, gt_px, spacing).mean())
+    return stats, err_mm
+
+
+def _brief(stats):
+    return {k: stats[k] for k in ("mre_mm", "median_mm", "sdr")}
+
+
+def _decoded(cfg, run, weights, prep, split, gpu):
+    """(the head's final labels, {what it reports beside them: label arrays or passes}) of a split."""
+    head, size, labels_train = HEADS.get(cfg["model"]["head"]), prep.meta["input_size"], split_labels(prep)
+    check_checkpoint(run / "deploy.prototxt", weights, cfg["model"]["head"], prep.meta["num_landmarks"])
+    outputs = predict_split(run / "deploy.prototxt", weights, prep, split, gpu)
+    labels = head.decode(outputs, size, labels_train)
+    beside = dict(head.alternative_decodings(outputs, size, labels_train))
+    passes = head.after_decode(cfg, run, prep, split, labels)     # a sub-run's refinement, if any
+    if passes:
+        beside["coarse_decoding"], beside["passes"], labels = labels, passes, passes[-1]
+    return labels, beside
+
+
+def _scores_beside(beside, stats, samples, gt_px, names):
+    """The summary's extra scores: each alternative decoding, and with a refinement the first net's
+    scores (coarse_decoding) and each pass's (refine_passes; the last pass is `stats` itself)."""
+    out = {}
+    for name, labels in beside.items():
+        if name != "passes":
+            out[name] = score(labels_to_pixels(labels, samples), gt_px, samples, names)[0]
+    if "passes" in beside:
+        out["refine_passes"] = [_brief(score(labels_to_pixels(p, samples), gt_px, samples, names)[0])
+                                for p in beside["passes"][:-1]] + [_brief(stats)]
+    return out
+
+
+def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
+    """Evaluate a landmark checkpoint on a split; writes and returns the summary."""
+    run, weights = resolve_checkpoint(checkpoint)
+    cfg = cfg or load_config(run / "config.yaml")
+    prep = prepare(cfg)
+    samples = [r for r in prep.samples() if int(r[split])]
+    if not samples:
+        raise EvaluationError(f"{prep.dir}: split '{split}' has no annotated samples to evaluate on")
+    ds = configured_dataset(cfg)
+    names = prep.meta["landmark_names"]
+    labels, beside = _decoded(cfg, run, weights, prep, split, gpu)
+    gt_px, pred_px = ground_truth_pixels(ds, samples), labels_to_pixels(labels, samples)
+    stats, err_mm = score(pred_px, gt_px, samples, names, mean_shape_pixels(split_labels(prep), samples))
+    stats.update(_scores_beside(beside, stats, samples, gt_px, names))
+    out = Path(out) if out else run
+    out.mkdir(parents=True, exist_ok=True)
+    rows = prediction_rows(samples, names, gt_px, pred_px, err_mm, [float(s["spacing_mm"]) for s in samples])
+    write_csv_atomic(out / "predictions.csv", [PRED_FIELDS] + rows)
+    training = json.loads((run / "training.json").read_text()) if (run / "training.json").exists() else {}
+    summary = {"checkpoint": str(weights), "split": split, "dataset": prep.meta["dataset"],
+               "synthetic": ds.synthetic, "data": data_description(prep, split), **stats,
+               "training": training, "out": str(out)}
+    summary["table_md"] = markdown_table(stats, cfg["name"] + (" (SYNTHETIC phantom)" if ds.synthetic else "")) \
+        + "\n" + describe(summary["data"]) + "\n"
+    write_atomic(out / "results.md", summary["table_md"])
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    plot_detections(detection_panels({cfg["name"]: out / "predictions.csv"}, ds.root), out / "detections.png")
+    plot_error_cdf({cfg["name"]: err_mm.reshape(-1)}, out / "error_cdf.png", SDR_MM)
+    return summary

@@ -1,0 +1,70 @@
+"""Our head: AlexNet conv1-5 and a fully convolutional decoder to one Gaussian heatmap per
+landmark (codecs/heatmap.py is its codec), then, with `model.refine.patch` > 0, a refine net on
+finer patches around each estimate (refine.py: this head's sub-run, trained in <run>/refine).
+
+    net = build(19, cfg["model"], size=256, deploy=True)           # `heatmaps`: 19 x 63 x 63
+    labels = decode(outputs, 256, train_labels)                     # shape-prior decoding
+    passes = after_decode(cfg, run, prep, "reg_test", labels)      # the refine net's estimates
+
+conv5 (stride 16) is upsampled twice by stride-2 deconvolutions, fused with 1x1 projections of
+conv2 and conv1, to heatmaps at stride 4, trained with a Euclidean loss against the codec's targets.
+"""
+from ...codecs import heatmap as codec
+from ...nets.infer import CheckpointError, check_weights
+from . import refine
+from .net import build, encoder_for, heatmap_net  # noqa: F401 (build is this head's hook)
+
+STEM = "heatmaps"
+CONFIG = {
+    "head_width": 128,                  # channels after conv5 (half after conv2)
+    "head_lr_mult": 1.0,                # learning-rate multiplier of the head's layers
+    "heatmap_sigma": 2.0,               # target Gaussian sigma in heatmap pixels
+    "refine": refine.CONFIG,            # the refine net (refine.py); patch 0: off
+}
+SUBRUNS = {"refine": refine}
+SUBRUN_KEYS = ("refine",)
+TEST_TIME_KEYS = tuple(f"model.refine.{k}" for k in refine.TEST_TIME)
+SCHEDULE_KEYS = ("model.refine.max_iter",)
+
+
+def outputs(k):
+    return k, "heatmaps"
+
+
+def targets(cfg):
+    m = cfg["model"]
+    return (encoder_for(cfg["prepare"]["input_size"], m["heatmap_sigma"]),
+            {"head": "heatmap", "heatmap_sigma": m["heatmap_sigma"]})
+
+
+def decode(outputs, size, train_labels):
+    """Sub-pixel argmaxes, far-off ones re-decoded near where the training shape puts them."""
+    return codec.decode_with_prior(outputs, size, codec.ShapePrior(train_labels))
+
+
+def alternative_decodings(outputs, size, train_labels):
+    """The plain argmax decoding, scored beside: what the shape prior changed."""
+    return {"argmax_decoding": codec.decode(outputs, size)}
+
+
+def check_config(cfg):
+    refine.check_config(cfg)
+
+
+def subruns(cfg):
+    return {"refine": refine.refine_config(cfg)} if refine.enabled(cfg) else {}
+
+
+def after_decode(cfg, run, prep, split, labels):
+    """The refine net's estimates per pass, from the first net's `labels`; [] without one. Refuses
+    a run configured with a refine net that is missing or does not fit (Caffe would abort)."""
+    if not refine.enabled(cfg):
+        return []
+    fine = run / "refine"
+    for f in (fine / "deploy.prototxt", fine / "final.caffemodel"):
+        if not f.exists():
+            raise CheckpointError(f"{f} not found: the run's config has model.refine.patch > 0 but its refine "
+                              "net is not trained; finish it with `dentcae finetune --config C --resume`")
+    k = prep.meta["num_landmarks"]
+    check_weights(fine / "deploy.prototxt", fine / "final.caffemodel", *outputs(k), k)
+    return refine.refine_passes(cfg, run, prep, split, labels)

@@ -1,0 +1,254 @@
+"""Coarse to fine: a second heatmap net on patches cut around each first estimate at a finer scale.
+
+    fine = refine_config(cfg)                            # the `stage: refine` sub-run of a heatmap run
+    train_src, test_src, n_train, n_test = patch_sources(fine, prep)
+    passes = refine_passes(cfg, run, prep, "reg_test", coarse)   # [(N, K, 2) normalised] per pass
+
+The heatmap head sees the whole sample at prepare.input_size; on ISBI at 256 px an input pixel is
+0.94 mm and a heatmap cell 3.75 mm, so its estimates are coarse. With `model.refine.patch` > 0 a
+heatmap run trains a second net (the same encoder and head, the same initialisation) on
+patch x patch crops of the sample resized to `refine.fine_size`, each centred on a landmark moved by
+a Gaussian jitter (sd `refine.jitter` of the sample's side), rotated and scaled like prepare.augment's
+copies, with its intensity changes. Its targets are the Gaussians of every landmark, in the patch's
+frame (channel k is landmark k wherever it falls), so one net serves all landmarks. At inference the
+patch of landmark k is centred on the first estimate and channel k, decoded near the centre
+(heatmap.decode_near, weighted by a Gaussian with the training jitter's sd: where the net was
+trained to look), is the refined estimate. `refine.passes` > 1 cuts the patches again around the
+last estimates; `refine.tta_shift` adds patches moved by +-tta_shift fine pixels along each axis and
+averages their heatmaps (a multiple of the stride, so their cells coincide). Both are test-time
+settings: changing them retrains nothing (training_settings). Labels stay normalised sample
+coordinates (prepare.py), so the evaluation maps them back to image pixels unchanged.
+The patches live in a `patches-<hash>` folder inside the prepared-data cache entry. As a sub-run
+plug-in (registry.py) this module trains the head's own net on them, at input size `refine.patch`.
+"""
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from ...codecs import heatmap
+from ...config import ConfigError
+from ...data.augment import DEFAULTS as AUGMENT_DEFAULTS, intensity
+from ...data.dataset import read_image
+from ...data.geometry import resize_sample, sample_box
+from ...data.inputs import to_input, write_h5
+from ...data.prepare import configured_dataset
+from ...nets.infer import load_net, run_net
+from ...runtime.atomic import folder_once
+from .net import build, encoder_for  # noqa: F401 (the refine net is the head's own net, on patches)
+
+CHUNK = 1024            # training patches per HDF5 file (Caffe's HDF5Data holds one file in memory)
+TEST_PATCHES = 256      # at most this many test patches: the test loss only watches the training
+VERSION = "1"
+TEST_TIME = ("passes", "tta_shift")      # keys that change decoding, not training
+CONFIG = {
+    "patch": 0,                     # 0: off; else the patch side in pixels of the finer sample
+    "fine_size": 768,               # the sample resized (as prepare.resize) to this side
+    "draws": 4,                     # training patches per landmark and labelled sample
+    "jitter": 0.02,                 # sd of a patch centre's offset from its landmark, of the side
+    "max_iter": 600,                # the refine net's solver (the rest is solver's)
+    "batch_size": 32,
+    "passes": 1,                    # test time: passes, each re-centring on the last estimate
+    "tta_shift": 0,                 # test time: 0, or also patches moved +-this many fine pixels
+                                    # along each axis (a multiple of the stride, 4), averaged
+}
+STEM = "heatmaps"
+
+
+def input_size(cfg):
+    return cfg["model"]["refine"]["patch"]
+
+
+def sources(cfg, prep):
+    return patch_sources(cfg, prep)
+
+
+def check_config(cfg):
+    r = cfg["model"]["refine"]
+    if r["patch"] and not 67 <= r["patch"] <= r["fine_size"]:
+        raise ConfigError("config key 'model.refine.patch' must be 0 (off) or 67 (AlexNet's pool5 needs it) "
+                          f"to refine.fine_size ({r['fine_size']}), got {r['patch']!r}")
+    for key in ("fine_size", "draws", "max_iter", "batch_size", "passes"):
+        if r[key] < 1:
+            raise ConfigError(f"config key 'model.refine.{key}' must be at least 1, got {r[key]!r}")
+    if not 0 <= r["jitter"] < 0.5:
+        raise ConfigError(f"config key 'model.refine.jitter' must be in [0, 0.5), got {r['jitter']!r}")
+    if r["tta_shift"] < 0 or r["tta_shift"] % heatmap.STRIDE or (r["patch"] and r["tta_shift"] >= r["patch"] // 2):
+        raise ConfigError(f"config key 'model.refine.tta_shift' must be 0 or a multiple of {heatmap.STRIDE} (the "
+                          f"heatmap's stride) below half of model.refine.patch, got {r['tta_shift']!r}")
+
+
+def enabled(cfg):
+    m = cfg["model"]
+    return cfg["stage"] == "finetune" and m["head"] == "heatmap" and m["refine"]["patch"] > 0
+
+
+def refine_config(cfg):
+    """The refine stage of a heatmap finetune config: run folder <run>/refine, the refine solver."""
+    fine, r = copy.deepcopy(cfg), cfg["model"]["refine"]
+    fine["runs_dir"], fine["name"], fine["stage"] = str(Path(cfg["runs_dir"]) / cfg["name"]), "refine", "refine"
+    sc = fine["solver"]
+    sc["stepsize"] = max(1, round(sc["stepsize"] * r["max_iter"] / sc["max_iter"]))
+    sc["max_iter"], sc["batch_size"] = r["max_iter"], r["batch_size"]
+    sc["snapshot"] = min(sc["snapshot"], r["max_iter"])
+    sc["test_interval"] = min(sc["test_interval"], r["max_iter"])
+    return fine
+
+
+def fine_samples(cfg, prep, split):
+    """((N, S, S) grey samples at refine.fine_size, (N, K, 2) normalised labels) of a split:
+    each sample cut (and mirrored) from its image as prepare.py cuts it, resized to the finer size."""
+    size, mode = cfg["model"]["refine"]["fine_size"], cfg["prepare"]["resize"]
+    recs = {r.name: r for r in configured_dataset(cfg).images}
+    rows = [r for r in prep.samples() if int(r[split])]
+    images = []
+    for row in rows:
+        x0, y0, cw, ch, flipped, bw, bh = sample_box(row)
+        crop = read_image(recs[row["image"]].path)[y0:y0 + ch, x0:x0 + cw]
+        sample, box = resize_sample(crop[:, ::-1] if flipped else crop, size, mode)
+        if box != (bw, bh):
+            raise ValueError(f"{row['image']}: its box {box} differs from the prepared one {(bw, bh)}")
+        images.append(sample)
+    with h5py.File(prep.h5(split), "r") as f:
+        labels = f["label"][...].reshape(len(rows), -1, 2).astype(np.float64)
+    return np.stack(images).astype(np.float32), labels
+
+
+def patch_matrix(centre, patch, angle=0.0, scale=1.0):
+    """2x3 matrix from fine-sample pixels to patch pixels: `centre` lands on the patch's centre,
+    rotated by `angle` degrees and scaled by `scale` about it."""
+    m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, scale)
+    m[:, 2] += (patch - 1) / 2.0 - np.asarray(centre, np.float64)
+    return m
+
+
+def to_patch(labels, m, size, patch):
+    """(K, 2) normalised sample labels -> normalised patch labels through the matrix m."""
+    u = labels * size - 0.5
+    return (u @ m[:, :2].T + m[:, 2] + 0.5) / patch
+
+
+def cut(image, m, patch):
+    return cv2.warpAffine(image, m, (patch, patch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0)
+
+
+def _draw(rng, image, labels, k, cfg, geometry=True):
+    """One training patch around landmark k: (grey patch, (K, 2) patch labels)."""
+    r, a = cfg["model"]["refine"], {**AUGMENT_DEFAULTS, **cfg["prepare"]["augment"]}
+    size, patch = image.shape[0], r["patch"]
+    sd = r["jitter"] * size
+    centre = labels[k] * size - 0.5 + np.clip(rng.normal(0, sd, 2), -3 * sd, 3 * sd)
+    angle = rng.uniform(-a["rotate_deg"], a["rotate_deg"]) if geometry else 0.0
+    scale = rng.uniform(1 - a["scale"], 1 + a["scale"]) if geometry else 1.0
+    m = patch_matrix(centre, patch, angle, scale)
+    grey = cut(image, m, patch)
+    return (intensity(rng, grey, a) if geometry else grey), to_patch(labels, m, size, patch)
+
+
+def _write_patches(path, cfg, prep, grey, labels):
+    patch, sigma = cfg["model"]["refine"]["patch"], cfg["model"]["heatmap_sigma"]
+    write_h5(path, to_input(np.stack(grey), prep.meta["mean_bgr"]),
+             np.stack(labels).reshape(len(labels), -1).astype(np.float32),
+             encoder_for(patch, sigma))
+
+
+def _write_split(tmp, out, cfg, prep, split, draws, geometry, limit=None):
+    """Patches of a split, shuffled, in files of CHUNK, listed in tmp/<split>.txt; returns their count."""
+    rng = np.random.default_rng(cfg["prepare"]["augment"]["seed"] + (split == "reg_test"))
+    images, labels = fine_samples(cfg, prep, split)
+    specs = [(i, k) for i in range(len(images)) for k in range(labels.shape[1]) for _ in range(draws)]
+    specs = [specs[j] for j in rng.permutation(len(specs))][:limit]
+    names = []
+    for c in range(0, len(specs), CHUNK):
+        drawn = [_draw(rng, images[i], labels[i], k, cfg, geometry) for i, k in specs[c:c + CHUNK]]
+        names.append(f"{split}_{c // CHUNK}.h5")
+        _write_patches(tmp / names[-1], cfg, prep, [g for g, _ in drawn], [lab for _, lab in drawn])
+    (tmp / f"{split}.txt").write_text("".join(f"{(out / n).resolve()}\n" for n in names))
+    return len(specs)
+
+
+def patch_settings(cfg):
+    r = cfg["model"]["refine"]
+    return {"version": VERSION, "patch": r["patch"], "fine_size": r["fine_size"], "draws": r["draws"],
+            "jitter": r["jitter"], "sigma": cfg["model"]["heatmap_sigma"], "augment": cfg["prepare"]["augment"]}
+
+
+def patch_sources(cfg, prep):
+    """(train source, test source, train count, test count) of the refine stage's patches, written
+    once per prepared-data entry and patch settings."""
+    settings = patch_settings(cfg)
+    out = prep.dir / f"patches-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}"
+
+    def write(tmp):
+        n_train = _write_split(tmp, out, cfg, prep, "reg_train", settings["draws"], True)
+        n_test = _write_split(tmp, out, cfg, prep, "reg_test", 1, False, TEST_PATCHES)
+        (tmp / "patches.json").write_text(json.dumps({**settings, "counts": [n_train, n_test]}, indent=1))
+    folder_once(out, "refinement patches", "patches.json", write)
+    n_train, n_test = json.loads((out / "patches.json").read_text())["counts"]
+    return out / "reg_train.txt", out / "reg_test.txt", n_train, n_test
+
+
+def shifts(r):
+    """Test-time patch offsets (fine pixels): the centre alone, or also +-tta_shift along each axis."""
+    d = r["tta_shift"]
+    return [(0, 0)] if d == 0 else [(0, 0), (d, 0), (-d, 0), (0, d), (0, -d)]
+
+
+def averaged_heatmap(hms, offsets):
+    """(canvas, margin): the mean of heatmaps of patches moved by `offsets` (fine pixels, multiples
+    of the stride, so their cells coincide), on the unmoved patch's grid grown by `margin` cells."""
+    hms = np.asarray(hms, np.float64)
+    margin = max(abs(v) for o in offsets for v in o) // heatmap.STRIDE
+    h, w = hms.shape[-2:]
+    total, count = np.zeros((2, h + 2 * margin, w + 2 * margin))
+    for hm, (dx, dy) in zip(hms, offsets):
+        x, y = margin + dx // heatmap.STRIDE, margin + dy // heatmap.STRIDE
+        total[y:y + h, x:x + w] += hm
+        count[y:y + h, x:x + w] += 1
+    return total / np.maximum(count, 1), margin
+
+
+def refine_one(hm, centre, size, patch, search, margin=0):
+    """The refined normalised label from channel k's heatmap `hm` of the patch centred on `centre`
+    (fine pixels, no rotation; grown by `margin` cells on each side, as averaged_heatmap's): decoded
+    near the patch's centre (Gaussian of sd `search` pixels)."""
+    mid = ((patch - 1) / 2.0 - heatmap.OFFSET) / heatmap.STRIDE + margin
+    x, y = heatmap.decode_near(np.asarray(hm, np.float64), (mid, mid), search / heatmap.STRIDE)
+    v = heatmap.STRIDE * (np.array([x, y]) - margin) + heatmap.OFFSET
+    return (v - (patch - 1) / 2.0 + centre + 0.5) / size
+
+
+def _refine_pass(net, images, estimates, r, mean_bgr, batch):
+    """One pass: each landmark's patches centred on its estimate (and the TTA offsets), channel k
+    of their averaged heatmaps decoded near the centre."""
+    size, patch, offsets = r["fine_size"], r["patch"], shifts(r)
+    out = np.empty_like(estimates)
+    for i, (image, labels) in enumerate(tqdm(list(zip(images, estimates)), desc="refine", unit="sample", leave=False)):
+        centres = labels * size - 0.5
+        grey = [cut(image, patch_matrix(c + np.array(o), patch), patch) for c in centres for o in offsets]
+        hms = run_net(net, to_input(np.stack(grey), mean_bgr), batch)
+        hms = hms.reshape(len(centres), len(offsets), *hms.shape[1:])
+        for k, c in enumerate(centres):
+            canvas, margin = averaged_heatmap(hms[k, :, k], offsets)
+            out[i, k] = refine_one(canvas, c, size, patch, r["jitter"] * size, margin)
+    return out
+
+
+def refine_passes(cfg, run, prep, split, coarse, batch=16):
+    """[(N, K, 2) normalised labels after each pass] of a split's samples, from the coarse ones, with
+    the refine net of the run folder `run` (on the current device): each pass re-centres the patches
+    on the previous pass's estimates (model.refine.passes)."""
+    r = cfg["model"]["refine"]
+    images, _ = fine_samples(cfg, prep, split)
+    net = load_net(Path(run) / "refine" / "deploy.prototxt", Path(run) / "refine" / "final.caffemodel")
+    estimates = [np.asarray(coarse, np.float64)]
+    for _ in range(r["passes"]):
+        estimates.append(_refine_pass(net, images, estimates[-1], r, prep.meta["mean_bgr"], batch))
+    return estimates[1:]
+

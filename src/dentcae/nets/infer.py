@@ -1,0 +1,60 @@
+"""Run a deploy net over arrays: the only place dentcae does inference.
+
+    check_weights(deploy, weights, 38, "values", 19)   # refuse weights that do not fit, before Caffe
+    out = predict("runs/x/deploy.prototxt", "runs/x/final.caffemodel", data)   # (N, outputs...)
+    out = run_net(load_net(deploy, weights), data)                              # the same, net kept
+
+Batching reshapes the Input layer; the output is the net's first output blob, one row per sample.
+"""
+import numpy as np
+
+from ..runtime.backend import get_caffe
+from .transfer import mismatches
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def load_net(deploy, weights):
+    caffe = get_caffe()
+    return caffe.Net(str(deploy), str(weights), caffe.TEST)
+
+
+def net_shapes(deploy):
+    """({layer: [blob shapes]} of a deploy net's parameters, its first output's shape), without weights."""
+    caffe = get_caffe()
+    net = caffe.Net(str(deploy), caffe.TEST)
+    return ({name: [tuple(b.data.shape) for b in blobs] for name, blobs in net.params.items()},
+            tuple(net.blobs[net.outputs[0]].data.shape))
+
+
+def check_weights(deploy, weights, channels, what, num_landmarks):
+    """Refuse, before predicting, weights that do not fill the deploy net exactly (Caffe would keep
+    missing layers random, or abort on a shape) and a net whose first output does not have the
+    `channels` (`what`: "values", "heatmaps") that K landmarks need."""
+    expected, out_shape = net_shapes(deploy)
+    problems = mismatches(expected, weights)
+    if out_shape[1] != channels:
+        problems.append(f"the net outputs {out_shape[1]} {what} per sample, the data has {num_landmarks} "
+                        f"landmarks per sample (needs {channels})")
+    if problems:
+        raise CheckpointError(f"{weights} does not fit {deploy} and this data: " + "; ".join(problems))
+
+
+def predict(deploy, weights, data, batch=16):
+    """Forward (N, C, S, S) float32 arrays through a deploy net, on the current device."""
+    return run_net(load_net(deploy, weights), data, batch)
+
+
+def run_net(net, data, batch=16):
+    """Forward arrays through a loaded deploy net in batches; its first output, one row per sample."""
+    out_name = net.outputs[0]
+    outs = []
+    for i in range(0, len(data), batch):
+        chunk = data[i:i + batch]
+        net.blobs["data"].reshape(*chunk.shape)
+        net.blobs["data"].data[...] = chunk
+        outs.append(net.forward()[out_name].copy())
+    return np.concatenate(outs)
+

@@ -1,0 +1,156 @@
+"""The plug-in registries: landmark heads (heads/) and pre-trainings (pretexts/).
+
+    HEADS.names()                    # ('heatmap', 'regression'): the modules in heads/, not imported
+    head = HEADS.get("heatmap")      # the plug-in, imported when first asked for
+    HEADS.register("toy", plugin)    # a plug-in defined elsewhere (a test's toy head)
+    plugin = stage_plugin(cfg)       # what a config trains: its pretext, its head, or a head's sub-run
+
+A head or a pre-training is one module (or package) in its folder plus a config; nothing else names
+it. Config validation, preparation, training, evaluation and the tables ask these registries by
+name, so no module outside heads/ and pretexts/ imports one. A plug-in is any object with the hooks
+below (a module's functions and constants); a missing optional hook takes the default given here.
+
+Every plug-in that trains (a head, a pre-training, a head's sub-run):
+    STEM                        file stem of its prototxts and snapshots
+    build(k, model, **net)      NetParameter: train variant with `train=(list, list)`, else deploy=True
+    sources(cfg, prep)          (train list, test list, n train, n test) of HDF5 files it trains on
+    SPLITS                      the prepared splits it reads (checked for NaN before training)
+    input_size(cfg)             its input side in pixels (default: prepare.input_size)
+    figures(cfg, run, prep, curves)   what a finished run draws besides its learning curves
+    check_config(cfg)           refuse bad values of its own keys (raise config.ConfigError)
+    CONFIG                      its own `model.` keys and their defaults, merged into the schema
+A head also:
+    outputs(k)                  (channels of its first output for K landmarks, what they are called)
+    targets(cfg)                (labels (N, 2K) -> {HDF5 dataset: array}, or None; settings they use)
+    decode(outputs, size, train_labels)   net outputs -> (N, K, 2) normalised sample coordinates
+    alternative_decodings(outputs, size, train_labels)   {name: (N, K, 2)} scored beside, default {}
+    subruns(cfg)                {name: config} of nets trained after the first (in <run>/<name>)
+    SUBRUNS                     {name: plug-in} of those sub-runs (their `stage` is the name)
+    after_decode(cfg, run, prep, split, labels)   [(N, K, 2) per pass] of a sub-run's refinement, or []
+    TEST_TIME_KEYS              dotted config keys that change evaluation only, never training
+    SUBRUN_KEYS                 model keys read only by the sub-runs (a finished first net is kept)
+    SCHEDULE_KEYS               dotted keys scaled with solver.max_iter by a schedule preset
+A pre-training also:
+    TITLE                       what reports call it ("CAE")
+    table_figures(run, stem)    a table's figures of it, beside the table's own
+    table_lines(runs)           ({result key: value}, Markdown text) about its runs, for a table
+"""
+import importlib
+import pkgutil
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _nothing(*args, **kwargs):
+    return None
+
+
+def _splits_sources(train, test):
+    def sources(cfg, prep):
+        return prep.source(train), prep.source(test), prep.count(train), prep.count(test)
+    return sources
+
+
+def _prepared_size(cfg):
+    return cfg["prepare"]["input_size"]
+
+
+TRAINABLE = {"required": ("STEM", "build"),
+             "optional": {"input_size": _prepared_size, "figures": _nothing, "check_config": _nothing,
+                          "CONFIG": {}}}
+HEAD_HOOKS = {"required": TRAINABLE["required"] + ("outputs", "targets", "decode"),
+              "optional": {**TRAINABLE["optional"], "sources": _splits_sources("reg_train", "reg_test"),
+                           "SPLITS": ("reg_train", "reg_test"),
+                           "alternative_decodings": lambda outputs, size, train_labels: {},
+                           "subruns": lambda cfg: {}, "SUBRUNS": {},
+                           "after_decode": lambda cfg, run, prep, split, labels: [],
+                           "TEST_TIME_KEYS": (), "SUBRUN_KEYS": (), "SCHEDULE_KEYS": ()}}
+PRETEXT_HOOKS = {"required": TRAINABLE["required"] + ("TITLE",),
+                 "optional": {**TRAINABLE["optional"], "sources": _splits_sources("cae_train", "cae_test"),
+                              "SPLITS": ("cae_train", "cae_test"), "table_figures": _nothing,
+                              "table_lines": lambda runs: ({}, "")}}
+
+
+class Plugin:
+    """A registered plug-in: its own attributes, else the optional hooks' defaults."""
+
+    def __init__(self, name, obj, optional):
+        self.name, self._obj, self._optional = name, obj, optional
+
+    def __getattr__(self, key):
+        try:
+            return getattr(self._obj, key)
+        except AttributeError:
+            if key in self._optional:
+                return self._optional[key]
+            raise
+
+
+class Registry:
+    """The plug-ins of one kind: the modules of a folder of this package, plus registered ones."""
+
+    def __init__(self, folder, hooks):
+        self.folder, self.hooks = folder, hooks
+        self._added, self._loaded = {}, {}
+
+    def names(self):
+        found = {m.name for m in pkgutil.iter_modules([str(HERE / self.folder)]) if not m.name.startswith("_")}
+        return tuple(sorted(found | set(self._added)))
+
+    def missing_hooks(self, obj):
+        return [h for h in self.hooks["required"] if not hasattr(obj, h)]
+
+    def get(self, name):
+        """The plug-in `name`, with every hook; KeyError naming the known ones when there is none."""
+        if name not in self._loaded:
+            if name in self._added:
+                obj = self._added[name]
+            elif name in self.names():
+                obj = importlib.import_module(f"{__package__}.{self.folder}.{name}")
+            else:
+                raise KeyError(f"no {self.folder[:-1]} named {name!r} (known: {', '.join(self.names())})")
+            missing = self.missing_hooks(obj)
+            if missing:
+                raise TypeError(f"{self.folder[:-1]} {name!r} lacks the hooks {', '.join(missing)}")
+            self._loaded[name] = Plugin(name, obj, self.hooks["optional"])
+        return self._loaded[name]
+
+    def register(self, name, obj):
+        """Add a plug-in defined outside this package; returns it, completed."""
+        missing = self.missing_hooks(obj)
+        if missing:
+            raise TypeError(f"{self.folder[:-1]} {name!r} lacks the hooks {', '.join(missing)}")
+        self._added[name] = obj
+        self._loaded.pop(name, None)
+        return self.get(name)
+
+    def unregister(self, name):
+        self._added.pop(name, None)
+        self._loaded.pop(name, None)
+
+    def config_keys(self):
+        """{model key: default} that the plug-ins add to the config schema."""
+        keys = {}
+        for name in self.names():
+            for key, default in self.get(name).CONFIG.items():
+                if key in keys and keys[key] != default:
+                    raise TypeError(f"{self.folder[:-1]} {name!r} redefines model.{key} with another default")
+                keys[key] = default
+        return keys
+
+
+HEADS = Registry("heads", HEAD_HOOKS)
+PRETEXTS = Registry("pretexts", PRETEXT_HOOKS)
+
+
+def stage_plugin(cfg):
+    """What a resolved config trains: `pretrain` its pre-training (model.pretext), `finetune` its
+    head (model.head), any other stage the head's sub-run of that name."""
+    m = cfg["model"]
+    if cfg["stage"] == "pretrain":
+        return PRETEXTS.get(m["pretext"])
+    head = HEADS.get(m["head"])
+    if cfg["stage"] == "finetune":
+        return head
+    return Plugin(cfg["stage"], head.SUBRUNS[cfg["stage"]], HEAD_HOOKS["optional"])

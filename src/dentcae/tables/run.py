@@ -1,0 +1,191 @@
+"""The paper's tables, and ours, from configs: train every arm, evaluate, and write the results.
+
+    result = run_table("configs/paper/table2.yaml", repeats=1)
+
+A table config (spec.py) names its pre-trainings, its arms (each a finetune config, the paper's
+published mean/std per landmark, and a label) and the comparisons to test. Arms needing ImageNet
+weights run from scratch when model.imagenet_weights is absent, and the table says so by name.
+Runs go to runs/<table>/<arm>_r<repeat>; a finished run with the same resolved config is reused, an
+interrupted one resumed, and a finished first net is kept when only its head's sub-run settings
+changed. Outputs (render.py): results/<table>.md/.csv/.json and figures.
+"""
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ConfigError, dump_config, load_config
+from ..data.prepare import ensure_dataset, prepare
+from ..evaluation.evaluate import describe, evaluate_checkpoint
+from ..evaluation.metrics import read_prediction_errors
+from ..runtime.atomic import write_atomic, write_csv_atomic
+from ..runtime.backend import set_device
+from ..runtime.jobs import run_jobs
+from ..train.loop import train, train_subrun
+from ..train.runfiles import run_dir
+from ..train.stages import first_net_settings, subruns, training_settings
+from .render import csv_rows, first_net_lines, pretraining_lines, table_figures, tabulate
+from .spec import load_preset, load_table, resolve_run
+
+
+def _made_by(run, cfg, first_net_only=False):
+    """The run folder's saved config is `cfg` (keys added to the schema since it was written count
+    with their defaults, so older runs of the same settings are still recognised), apart from the
+    head's test-time keys; with `first_net_only`, apart from everything only its sub-runs read."""
+    try:
+        saved = load_config(run / "config.yaml") if (run / "config.yaml").exists() else None
+    except ConfigError:
+        return False
+    if saved is None:
+        return False
+    settings = first_net_settings if first_net_only else training_settings
+    return settings(saved) == settings(cfg)
+
+
+def _train_or_reuse(cfg, gpu, log):
+    """Reuse a finished run of the same config, resume an interrupted one, else train afresh. A
+    run whose first net was made with the same settings keeps it when only its sub-runs' settings
+    changed (the heatmap's model.refine), and trains (or resumes) those sub-runs alone."""
+    run = run_dir(cfg)
+    if _made_by(run, cfg, first_net_only=True) and (run / "final.caffemodel").exists():
+        same = _made_by(run, cfg)
+        dump_config(cfg, run / "config.yaml")           # the same, or new test-time or sub-run settings
+        todo = [name for name in subruns(cfg) if not same or not (run / name / "final.caffemodel").exists()]
+        if not todo:
+            log(f"reusing finished run {run}")
+            return
+        log(f"reusing the first net of {run}; training its {', '.join(todo)} net")
+        for name in todo:
+            train_subrun(cfg, name, gpu, resume=True, log=log)
+        return
+    resume = _made_by(run, cfg, first_net_only=True) and (run / "snapshots" / "latest.json").exists()
+    train(cfg, gpu=gpu, resume=resume, overwrite=not resume, log=log)
+
+
+class _Collected:
+    """What the arms of a table produced: per arm and repeat, mm errors and their sample ids."""
+
+    def __init__(self, arms, pretrainings):
+        self.errors = {k: [] for k in arms}      # per repeat: (N, K) mm errors
+        self.samples = {k: [] for k in arms}     # per repeat: the sample ids of those rows
+        self.runs, self.replaced, self.baselines = {}, set(), []
+        self.pretrain_runs = {name: [] for name in pretrainings}   # per repeat: each pre-training's run
+        self.names, self.synthetic, self.dataset_root, self.data = None, False, None, None
+        self.wall_s = {}                          # training seconds per arm (sub-runs included), all repeats
+        self.first_net = {}                       # refined arms: the first net's stats per repeat
+
+    def add(self, key, cfg, summary):
+        run = run_dir(cfg)
+        e, ids = read_prediction_errors(run / "predictions.csv")
+        self.errors[key].append(e)
+        self.samples[key].append(ids)
+        self.runs.setdefault(key, []).append(run)
+        self.names, self.synthetic = [p["name"] for p in summary["landmarks"]], summary["synthetic"]
+        self.dataset_root, self.data = cfg["dataset"]["root"], summary["data"]
+        training = summary["training"]
+        wall = float(training.get("wall_s", 0.0)) + sum(float(training.get(name, {}).get("wall_s", 0.0))
+                                                        for name in subruns(cfg))
+        self.wall_s[key] = self.wall_s.get(key, 0.0) + wall
+        if "coarse_decoding" in summary:
+            self.first_net.setdefault(key, []).append(summary["coarse_decoding"])
+        self.baselines.append(summary["baseline_mean_shape_mre_mm"])
+
+
+def train_and_evaluate(cfg, gpu, log=print):
+    """One arm's run: train (or reuse) it, then score it on its test split (a job of jobs.run_jobs;
+    worker processes log to their stdout)."""
+    _train_or_reuse(cfg, gpu, log)
+    return evaluate_checkpoint(cfg, run_dir(cfg), gpu=gpu)
+
+
+def _pretrainings(table):
+    """{name: pre-training config} of the pre-trainings the arms start from, in the table's order."""
+    inits = {load_config(a["config"])["model"]["init"] for a in table["arms"]}
+    for init in sorted(inits - {"scratch", "imagenet"} - set(table["pretrainings"])):
+        raise ConfigError(f"{table['name']}: arms start from '{init}' but the table's 'pretrainings' names "
+                          f"no '{init}' config")
+    return {name: config for name, config in table["pretrainings"].items() if name in inits}
+
+
+def _jobs(table, arms, devices, overrides, got, log):
+    """Train (or reuse) the pre-trainings of every repeat; returns the arms' (key, config) jobs."""
+    jobs = []
+
+    def resolve(config, name, repeat, arm_set=None):
+        cfg, note = resolve_run(config, table, name, repeat, overrides, arm_set)
+        if note and note not in got.replaced:
+            log(f"replaced: {note}")
+            got.replaced.add(note)
+        return cfg
+
+    for r in range(table["repeats"]):
+        pre_runs = {}
+        for name, config in _pretrainings(table).items():
+            pre_cfg = resolve(config, name, r if table["repeat_over"] == "seed" else 0)
+            _train_or_reuse(pre_cfg, devices[0], log)
+            pre_runs[name] = run_dir(pre_cfg)
+            got.pretrain_runs[name].append(pre_runs[name])
+        for key, arm in arms.items():
+            cfg = resolve(arm["config"], key, r, arm.get("set"))
+            if cfg["model"]["init"] in pre_runs:
+                cfg["model"]["pretrain_run"] = str(pre_runs[cfg["model"]["init"]])
+            jobs.append((key, cfg))
+    return jobs
+
+
+def _run_arms(table, arms, devices, overrides, log):
+    """The pre-trainings, then every arm for every repeat (on all `devices` at once when there are
+    several), each evaluated."""
+    got = _Collected(arms, table["pretrainings"])
+    jobs = _jobs(table, arms, devices, overrides, got, log)
+    if len(devices) > 1:        # workers would race to build a prepared-data entry they share
+        for _, cfg in jobs:
+            ensure_dataset(cfg, log)
+            prepare(cfg, log=log)
+    job = train_and_evaluate if len(devices) > 1 else functools.partial(train_and_evaluate, log=log)
+    for (key, cfg), summary in zip(jobs, run_jobs(job, [cfg for _, cfg in jobs], devices)):
+        got.add(key, cfg, summary)
+    return got
+
+
+def _load(path, repeats, preset):
+    table = load_table(path)
+    table["preset"] = load_preset(preset)
+    if preset:                      # its runs and results stand beside the table's own, never over them
+        table["name"] = f"{table['name']}_{Path(preset).stem}"
+    if repeats:
+        table["repeats"] = repeats
+    return table
+
+
+def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=None, gpus=None, log=print):
+    """Train and evaluate every arm; write <name>.md/.json/.csv and figures; returns the result.
+    `preset` (spec.load_preset) scales every run's schedule, e.g. "gpu"; `gpus` runs the arms
+    and repeats in parallel, one process per GPU (`gpu`: all on one device)."""
+    devices = list(gpus) if gpus else [gpu]
+    for device in devices:
+        if device is not None:
+            set_device(device)          # a GPU asked for but absent fails here, before any work
+    table = _load(path, repeats, preset)
+    out = Path(out or table["results_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    arms = {a["key"]: a for a in table["arms"]}
+    got = _run_arms(table, arms, devices, overrides, log)
+    result = tabulate(table, arms, got.errors, got.names, sorted(got.replaced), got.synthetic, got.samples,
+                      describe(got.data), got.wall_s)
+    result["data"] = got.data
+    result["preset"] = table["preset"] or None
+    baseline = float(np.mean(got.baselines))
+    result["baseline_mean_shape_mre_mm"] = baseline
+    markdown = result.pop("markdown_text") + (
+        f"\nNo-learning baseline: predicting the training set's mean landmarks gives an MRE of "
+        f"{baseline:.4f} mm on the same test samples.\n")
+    markdown += pretraining_lines(result, got.pretrain_runs) + first_net_lines(result, got.first_net, got.errors, arms)
+    stem = out / table["name"]
+    result["markdown"] = str(stem) + ".md"
+    write_atomic(str(stem) + ".md", markdown)
+    write_atomic(str(stem) + ".json", json.dumps(result, indent=1))
+    write_csv_atomic(str(stem) + ".csv", csv_rows(result))
+    table_figures(stem, table, got.runs, got.errors, got.dataset_root, got.pretrain_runs)
+    return result

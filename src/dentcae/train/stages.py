@@ -1,0 +1,138 @@
+"""What a config trains, asked of the registries: its nets, its data, its first weights, its
+sub-runs. Nothing here names a head or a pre-training.
+
+    train_net, deploy = nets_for(cfg, k, (train_list, test_list), test_batch)
+    train_src, test_src, n_train, n_test = stage_data(cfg, prep)
+    source, layers, extra = init_source(cfg)         # where the first weights come from
+    {"refine": sub_cfg} == subruns(cfg)              # nets a head trains after its first
+    write_config_prototxts(cfg, "prototxt/paper")    # `dentcae prototxt`
+"""
+import copy
+from pathlib import Path
+
+from ..data.prepare import sample_landmarks
+from ..nets.alexnet import write_net
+from ..nets.solver import solver_param, write_solver
+from ..nets.transfer import TransferError, check_imagenet_weights, copy_layers
+from ..registry import HEADS, PRETEXTS, stage_plugin
+
+ENCODER_CONVS = ["conv1", "conv2", "conv3", "conv4", "conv5"]
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def nets_for(cfg, num_landmarks, sources, test_batch=None):
+    """The (train, deploy) NetParameters of a config's stage. `sources` are the train and test
+    HDF5 list files; `num_landmarks` is K per sample (ignored by pre-trainings)."""
+    m, sc, plugin = cfg["model"], cfg["solver"], stage_plugin(cfg)
+    size = plugin.input_size(cfg)
+    train = plugin.build(num_landmarks, m, size=size, train=tuple(str(s) for s in sources),
+                         batch=sc["batch_size"], test_batch=test_batch or sc["test_batch_size"], freeze=m["freeze"])
+    return train, plugin.build(num_landmarks, m, size=size, deploy=True)
+
+
+def stage_data(cfg, prep):
+    """(train source, test source, train count, test count): the HDF5 lists a stage trains on."""
+    return stage_plugin(cfg).sources(cfg, prep)
+
+
+def stage_splits(cfg):
+    """The prepared splits a stage reads (checked for NaN before it trains)."""
+    return stage_plugin(cfg).SPLITS
+
+
+def head_of(cfg):
+    return HEADS.get(cfg["model"]["head"])
+
+
+def subruns(cfg):
+    """{name: config} of the nets the head trains after a finetune run's first (none otherwise)."""
+    return head_of(cfg).subruns(cfg) if cfg["stage"] == "finetune" else {}
+
+
+def without(cfg, dotted):
+    """A copy of cfg without the dotted keys (missing ones are fine)."""
+    out = copy.deepcopy(cfg)
+    for key in dotted:
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node.get(part, {})
+        node.pop(last, None)
+    return out
+
+
+def training_settings(cfg):
+    """The config without the head's test-time keys: what decides whether a net is retrained."""
+    return without(cfg, head_of(cfg).TEST_TIME_KEYS)
+
+
+def first_net_settings(cfg):
+    """The config without what only the head's sub-runs read: what decides the first net."""
+    return without(cfg, [f"model.{k}" for k in head_of(cfg).SUBRUN_KEYS])
+
+
+def init_source(cfg):
+    """Where the first weights come from: (file or None, layers, extra transfer-report fields).
+    Raises before any work when the configured file is missing."""
+    m, stage = cfg["model"], cfg["stage"]
+    if m["init"] == "scratch":
+        return None, [], {}
+    if m["init"] == "imagenet":
+        try:
+            warning = check_imagenet_weights(m["imagenet_weights"])
+        except TransferError as e:
+            raise TrainingError(str(e)) from None
+        layers = [l for l in m["copy_layers"] if stage == "finetune" or l in ENCODER_CONVS + ["fc6", "fc7"]]
+        return Path(m["imagenet_weights"]), layers, {"warning": warning} if warning else {}
+    what = PRETEXTS.get(m["init"]).TITLE
+    if stage == "pretrain":
+        raise TrainingError(f"model.init: {m['init']} is for finetune configs; pre-training starts from "
+                            "imagenet or scratch")
+    if not m["pretrain_run"]:
+        raise TrainingError(f"model.init: {m['init']} needs model.pretrain_run (the {what} run folder)")
+    source = Path(m["pretrain_run"]) / "final.caffemodel"
+    if not source.exists():
+        raise TrainingError(f"{what} checkpoint {source} not found: run the pre-training first "
+                            f"(make pretrain, or dentcae pretrain --config ...)")
+    return source, m["copy_layers"], {"pretraining": f"{what} run {m['pretrain_run']}"}
+
+
+def init_weights(net, source, layers, extra=None):
+    """Copy `layers` of `source` into `net`; returns the transfer report (also for scratch)."""
+    if source is None:
+        return {"source": "scratch (MSRA/Xavier random initialisation; no ImageNet weights)",
+                "copied": {}, "fresh": list(net.params.keys())}
+    try:
+        report = copy_layers(net, source, layers)
+    except TransferError as e:
+        raise TrainingError(str(e)) from None
+    report.update(extra or {})
+    return report
+
+
+def write_config_prototxts(cfg, out, num_landmarks=None):
+    """The nets and solver of a config's stage, into `out`, with data sources named relative to the
+    working directory (cae_train.txt, ...): the files committed under prototxt/ are these.
+    K comes from `num_landmarks`, else model.num_landmarks, else the configured dataset.
+    Frozen layers show in the name: alexnet_landmarks_fc6frozen_train.prototxt. A head's sub-runs
+    go to out/<name> (the heatmap's refine net: out/refine)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = stage_plugin(cfg).STEM
+    k = num_landmarks or cfg["model"]["num_landmarks"]
+    if k is None and cfg["stage"] == "finetune":
+        k = sample_landmarks(cfg)
+    freeze = cfg["model"]["freeze"]
+    tag = "".join(f"_{name}" for name in freeze) + ("frozen" if freeze else "")
+    split = "cae" if cfg["stage"] == "pretrain" else "reg"     # a sub-run's lists share the names
+    train, deploy = nets_for(cfg, k, (f"{split}_train.txt", f"{split}_test.txt"))
+    train_file = out / f"alexnet_{stem}{tag}_train.prototxt"
+    written = [write_net(train, train_file), write_net(deploy, out / f"alexnet_{stem}_deploy.prototxt")]
+    sp = solver_param(cfg["solver"], train_file.name, f"snapshots/{stem}{tag}", test_iter=1)
+    written.append(write_solver(sp, out / f"{stem}{tag}_solver.prototxt"))
+    for name, sub in subruns(cfg).items():
+        written += write_config_prototxts(sub, out / name, k)
+    return written

@@ -1,0 +1,106 @@
+"""Table configs (tables/spec.py): `_base_`, sweeps, pre-trainings, schedule presets, and recognising
+finished runs (tables/run.py)."""
+import pytest
+import yaml
+
+from dentcae.config import ConfigError, dump_config, load_config
+from dentcae.tables.spec import load_preset, load_table, resolve_run
+
+
+def test_gpu_preset_scales_every_iteration_count_and_nothing_else():
+    table = load_table("configs/ours/table3.yaml")
+    table["preset"] = load_preset("gpu")
+    assert table["preset"] == {"iterations_scale": 20}
+    cpu, _ = resolve_run("configs/ours/heatmap_scratch.yaml", {**table, "preset": {}}, "heatmap_scratch", 0, [])
+    gpu, _ = resolve_run("configs/ours/heatmap_scratch.yaml", table, "heatmap_scratch", 0, [])
+    for key in ("max_iter", "stepsize", "snapshot", "test_interval"):
+        assert gpu["solver"][key] == 20 * cpu["solver"][key]
+    assert gpu["solver"]["batch_size"] == cpu["solver"]["batch_size"]
+    assert gpu["model"]["refine"]["max_iter"] == 20 * cpu["model"]["refine"]["max_iter"] > 0
+    gpu["model"]["refine"]["max_iter"] = cpu["model"]["refine"]["max_iter"]
+    assert {k: v for k, v in gpu.items() if k != "solver"} == {k: v for k, v in cpu.items() if k != "solver"}
+
+
+def test_a_bad_preset_is_refused_naming_the_file(tmp_path):
+    bad = tmp_path / "fast.yaml"
+    bad.write_text("iterations_scale: 0.5\n")
+    with pytest.raises(ConfigError, match="fast.yaml: a preset holds one key, iterations_scale"):
+        load_preset(str(bad))
+    with pytest.raises(ConfigError, match="not found|No such|does not exist"):
+        load_preset("no_such_preset")
+
+
+def test_table3_names_both_pretrainings_and_their_arms():
+    table = load_table("configs/isbi/table3.yaml")
+    assert table["pretrainings"] == {"cae": "configs/paper/cae_pretrain.yaml",
+                                     "augment": "configs/ours/augment_pretrain.yaml"}
+    inits = {a["key"]: load_config(a["config"])["model"]["init"] for a in table["arms"]}
+    assert inits == {"regression_scratch": "scratch", "regression_cae": "cae", "heatmap_scratch": "scratch",
+                     "heatmap_cae": "cae", "regression_augment": "augment", "heatmap_augment": "augment"}
+    assert ["heatmap_cae", "heatmap_augment"] in table["comparisons"]
+    base = load_table("configs/ours/table3.yaml")          # the ISBI table is the same table on ISBI data
+    assert {k: table[k] for k in ("arms", "comparisons", "pretrainings")} == \
+        {k: base[k] for k in ("arms", "comparisons", "pretrainings")}
+    assert table["name"] == "isbi_table3" and table["set"]["dataset.label_budget"] == 54
+
+
+def test_table_bases_merge_and_sweeps_repeat_every_arm(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({
+        "name": "b", "set": {"solver.max_iter": 5}, "pretrainings": {"cae": "configs/paper/cae_pretrain.yaml"},
+        "arms": [{"key": "s", "label": "scratch", "config": "configs/ours/regression_scratch.yaml"},
+                 {"key": "c", "label": "CAE", "config": "configs/ours/regression_cae.yaml"}],
+        "comparisons": [["s", "c"]]}))
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({
+        "_base_": "base.yaml", "name": "t", "set": {"seed": 3},
+        "sweep": {"key": "dataset.label_budget", "values": [10, 25]}}))
+    t = load_table(tmp_path / "t.yaml")
+    assert t["name"] == "t" and t["set"] == {"solver.max_iter": 5, "seed": 3}
+    assert [a["key"] for a in t["arms"]] == ["s_10", "c_10", "s_25", "c_25"]
+    assert t["comparisons"] == [["s_10", "c_10"], ["s_25", "c_25"]]
+    cfg, _ = resolve_run(t["arms"][3]["config"], {**t, "preset": {}}, "c_25", 0, ["seed=1"], t["arms"][3]["set"])
+    assert cfg["dataset"]["label_budget"] == 25 and cfg["solver"]["max_iter"] == 5 and cfg["seed"] == 0
+    (tmp_path / "old.yaml").write_text("name: o\npretrain: configs/paper/cae_pretrain.yaml\narms: []\n")
+    with pytest.raises(ConfigError, match="old.yaml: key 'pretrain' is now written pretrainings"):
+        load_table(tmp_path / "old.yaml")
+
+
+def test_a_run_saved_before_a_key_existed_is_still_recognised(tmp_path):
+    from dentcae.tables.run import _made_by
+    cfg = load_config("configs/ours/heatmap_scratch.yaml")
+    run = tmp_path / "run"
+    run.mkdir()
+    dump_config(cfg, run / "config.yaml")
+    assert _made_by(run, cfg)
+    old = yaml.safe_load((run / "config.yaml").read_text())
+    del old["model"]["pretext_methods"], old["model"]["pretrain_run"]      # keys at their defaults
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    assert _made_by(run, cfg)
+    cfg["solver"]["max_iter"] += 1
+    assert not _made_by(run, cfg)
+
+
+@pytest.mark.slow
+def test_jobs_on_two_devices_run_in_two_worker_processes_and_come_back_in_order(phantom, clean_tmp, quiet):
+    """The --gpus machinery, with two CPU 'devices' (None): each job trains and evaluates a run."""
+    from conftest import tiny
+    from dentcae.data.prepare import prepare
+    from dentcae.runtime.jobs import run_jobs
+    from dentcae.tables.run import train_and_evaluate
+    cfgs = [tiny(clean_tmp, phantom, name=f"job{i}", solver={"max_iter": 2, "snapshot": 2}) for i in range(3)]
+    prepare(cfgs[0], log=quiet)     # as run_table does first: the jobs share this cache entry
+    summaries = run_jobs(train_and_evaluate, cfgs, devices=[None, None])
+    assert [s["checkpoint"].split("/")[-2] for s in summaries] == ["job0", "job1", "job2"]
+    assert all(s["mre_mm"] > 0 and s["training"]["iterations"] == 2 for s in summaries)
+
+
+@pytest.mark.slow
+def test_gpus_flag_refuses_before_any_work_without_those_devices(tmp_path):
+    from conftest import run_cli
+    from dentcae.runtime.backend import cuda_devices, gpu_available
+    if gpu_available() and len(cuda_devices()) >= 2:
+        pytest.skip("this machine has two CUDA devices")
+    code, out = run_cli("table", "configs/ours/table3.yaml", "--gpus", "0,1", "--out", str(tmp_path / "results"))
+    assert code == 2 and ("CPU-only" in out or "does not exist" in out) and "Traceback" not in out
+    assert not (tmp_path / "results").exists()
+    code, out = run_cli("table", "configs/ours/table3.yaml", "--gpus", "0,x")
+    assert code == 2 and "--gpus wants device numbers" in out

@@ -1,0 +1,194 @@
+"""Nothing outside the run folder is touched, wrong models are refused, locks,
+and inputs Caffe would abort on are refused with a clear error first."""
+import shutil
+
+import pytest
+import yaml
+
+from conftest import run_cli, tiny, tiny_config
+from dentcae.runtime.atomic import write_csv_atomic
+from dentcae.config import ConfigError, load_config
+from dentcae.data.dataset import load_dataset
+from dentcae.evaluation.evaluate import EvaluationError, evaluate_checkpoint
+from dentcae.runtime.locks import LockedError, exclusive
+from dentcae.evaluation.metrics import PRED_FIELDS, read_prediction_errors, read_predictions
+from dentcae.train.runfiles import run_dir
+from dentcae.train.loop import train
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../victim", "/tmp/victim", "a/b", "~"])
+def test_run_names_that_leave_runs_dir_are_refused_and_nothing_is_deleted(phantom, tmp_path, name):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+    (tmp_path / "runs").mkdir()
+    path = tiny_config(tmp_path, phantom, name="ok")
+    with pytest.raises(ConfigError, match=r"'name' must be a plain folder name"):
+        load_config(path, {"name": name})
+    code, out = run_cli("finetune", "--config", str(path), "--set", f"name={name!r}", "--overwrite")
+    assert code == 2 and "plain folder name" in out
+    assert (victim / "keep.txt").read_text() == "precious" and (tmp_path / "runs").exists()
+
+
+def test_table_names_are_checked_too(tmp_path):
+    from dentcae.tables.spec import load_table
+    t = tmp_path / "t.yaml"
+    t.write_text(yaml.safe_dump({"name": "../x", "arms": [{"key": "a", "config": "c.yaml"}]}))
+    with pytest.raises(ConfigError, match=r"t.yaml: config key 'name' must be a plain folder name"):
+        load_table(t)
+
+
+def test_a_second_process_on_a_locked_run_fails_at_once_naming_the_holder(phantom, tmp_path):
+    path = tiny_config(tmp_path, phantom)
+    cfg = load_config(path)
+    with exclusive(tmp_path / "runs" / f".{cfg['name']}.lock", "run"):
+        code, out = run_cli("finetune", "--config", str(path))
+    assert code == 1 and "is in use by another dentcae process (pid" in out
+    assert not run_dir(cfg).exists()
+    with exclusive(tmp_path / "x.lock", "x"):
+        with pytest.raises(LockedError, match="x is in use"):
+            with exclusive(tmp_path / "x.lock", "x"):
+                pass
+
+
+def test_config_ranges_and_numbers_written_as_1e_minus_3(phantom, tmp_path):
+    path = tiny_config(tmp_path, phantom)
+    assert load_config(path, ["solver.base_lr=1e-3"])["solver"]["base_lr"] == 0.001
+    path.write_text(path.read_text().replace("base_lr: 0.0001", "base_lr: 1e-4"))
+    assert load_config(path)["solver"]["base_lr"] == 1e-4
+    for bad, key in (("solver.max_iter=0", "max_iter"), ("solver.batch_size=0", "batch_size"),
+                     ("solver.test_interval=0", "test_interval"), ("solver.snapshot=-1", "snapshot")):
+        with pytest.raises(ConfigError, match=rf"'solver.{key}' must be at least"):
+            load_config(path, [bad])
+    with pytest.raises(ConfigError, match=r"'solver.stepsize' must be at least 1"):
+        load_config(path, ["solver.lr_policy=step", "solver.stepsize=0"])
+    with pytest.raises(ConfigError, match=r"--set 'solver.base_lr=\[1': not a valid YAML value"):
+        load_config(path, ["solver.base_lr=[1"])
+
+
+def test_tiny_images_and_non_files_are_refused(phantom, tmp_path):
+    import cv2
+    import numpy as np
+    from dentcae.data.dataset import DataError, read_image
+    cv2.imwrite(str(tmp_path / "dot.png"), np.zeros((1, 1), np.uint8))
+    with pytest.raises(DataError, match=r"dot.png: 1x1 px is too small"):
+        read_image(tmp_path / "dot.png")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(DataError, match=r"folder.png: not a regular file"):
+        read_image(tmp_path / "folder.png")
+    root = tmp_path / "ds"
+    shutil.copytree(phantom, root)
+    (root / "sub.png").mkdir()                             # a folder named like an image is no image
+    assert len(load_dataset(root).images) == 12
+
+
+def test_excel_bom_and_commas_in_names_survive(phantom, tmp_path):
+    root = tmp_path / "bom"
+    shutil.copytree(phantom, root)
+    csv_path = root / "landmarks.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())
+    assert sum(r.annotated for r in load_dataset(root).images) == 8
+    odd = 'a,b "c".png'
+    row = [0, odd, "whole", 1, "p", 1.0, 2.0, 4.0, 6.0, 5.0, 1.25]
+    write_csv_atomic(tmp_path / "p.csv", [PRED_FIELDS, row])
+    assert read_predictions(tmp_path / "p.csv")[0]["image"] == odd
+    assert read_prediction_errors(tmp_path / "p.csv")[0].tolist() == [[1.25]]
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_weights_or_data_that_do_not_fit(phantom, clean_tmp, quiet):
+    cae = tiny(clean_tmp, phantom, stage="pretrain", name="cae", solver={"max_iter": 1})
+    train(cae, log=quiet)
+    reg = tiny(clean_tmp, phantom, name="reg", solver={"max_iter": 1})
+    train(reg, log=quiet)
+    wrong = run_dir(reg) / "snapshots" / "cae_weights.caffemodel"
+    shutil.copy(run_dir(cae) / "final.caffemodel", wrong)           # CAE weights put in a regressor run
+    with pytest.raises(EvaluationError, match=r"layer 'fc8_landmarks' is not in .*cae_weights.caffemodel"):
+        evaluate_checkpoint(None, wrong)
+    one = dict(reg, dataset={**reg["dataset"], "landmarks": ["gonion_left"]})    # 4-landmark model, 1-landmark data
+    with pytest.raises(EvaluationError, match=r"outputs 8 values per sample, the data has 1 landmarks"):
+        evaluate_checkpoint(one, run_dir(reg))
+    code, out = run_cli("evaluate", str(wrong))
+    assert code == 1 and "does not fit" in out and "Traceback" not in out
+    assert not (run_dir(reg) / "predictions.csv").exists()
+
+
+@pytest.mark.slow
+def test_resume_after_moving_the_run_with_a_corrupt_marker_and_a_truncated_snapshot(phantom, clean_tmp, quiet):
+    cfg = tiny(clean_tmp, phantom, name="moved", solver={"max_iter": 2, "snapshot": 2})
+    train(cfg, log=quiet)
+    moved = dict(cfg, runs_dir=str(clean_tmp / "elsewhere"), solver={**cfg["solver"], "max_iter": 3})
+    shutil.move(cfg["runs_dir"], moved["runs_dir"])           # the solverstate still names the old path
+    snapshots = run_dir(moved) / "snapshots"
+    (snapshots / "latest.json").write_text('{"iter": 2, "caffemo')          # and its marker is corrupt
+    assert train(moved, resume=True, log=quiet)["iterations"] == 3
+    marker = yaml.safe_load((snapshots / "latest.json").read_text())
+    assert marker["iter"] == 3 and not marker["caffemodel"].startswith("/")
+    weights = snapshots / marker["caffemodel"]
+    weights.write_bytes(weights.read_bytes()[:1000])                          # a truncated snapshot
+    again = dict(moved, solver={**moved["solver"], "max_iter": 4})
+    with pytest.raises(RuntimeError, match=r"missing or truncated; not handing them to Caffe"):
+        train(again, resume=True, log=quiet)
+    (snapshots / "latest.json").unlink()              # and without a marker to vouch for sizes
+    with pytest.raises(RuntimeError, match=r"--resume: no complete snapshot"):
+        train(again, resume=True, log=quiet)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_before_caffe_writes_and_keeps_the_last_snapshot(phantom, clean_tmp, monkeypatch, quiet):
+    import collections
+    import dentcae.train.snapshots as snapshots
+    cfg = tiny(clean_tmp, phantom, name="full", solver={"max_iter": 6, "snapshot": 2})
+    real = snapshots.shutil.disk_usage
+    calls = {"n": 0}
+
+    def filling(path):                      # free space runs out after the first snapshot
+        calls["n"] += 1
+        usage = real(path)
+        return usage if calls["n"] == 1 else collections.namedtuple("u", "total used free")(usage.total, usage.total, 1024)
+    monkeypatch.setattr(snapshots.shutil, "disk_usage", filling)
+    with pytest.raises(snapshots.SnapshotError, match=r"not enough free disk space for a snapshot at iteration 4"):
+        train(cfg, log=quiet)
+    snaps = run_dir(cfg) / "snapshots"
+    marker = yaml.safe_load((snaps / "latest.json").read_text())
+    assert marker["iter"] == 2 and (snaps / marker["caffemodel"]).stat().st_size == marker["sizes"][0]
+    assert not list(snaps.glob("*_iter_4.*"))
+    monkeypatch.setattr(snapshots.shutil, "disk_usage", real)
+    assert train(cfg, resume=True, log=quiet)["iterations"] == 6
+
+
+def test_pretraining_needs_no_labels_and_fine_tuning_says_it_does(phantom, tmp_path):
+    from dentcae.data.prepare import prepare
+    root = tmp_path / "unlabelled"
+    shutil.copytree(phantom, root)
+    lines = (root / "landmarks.csv").read_text().splitlines()
+    (root / "landmarks.csv").write_text(lines[0] + "\n")
+    prep = prepare(tiny(tmp_path, root, stage="pretrain"))
+    assert prep.count("cae_train") + prep.count("cae_test") == 24 and prep.count("reg_train") == 0
+
+
+def test_a_truncated_prepared_cache_is_rebuilt(phantom, tmp_path):
+    from dentcae.data.prepare import prepare
+    cfg = tiny(tmp_path, phantom)
+    first = prepare(cfg)
+    h5 = first.h5("reg_train")
+    h5.write_bytes(h5.read_bytes()[:500])
+    logs = []
+    again = prepare(cfg, log=logs.append)
+    assert again.dir == first.dir and any("incomplete or changed" in m for m in logs)
+    import h5py
+    with h5py.File(again.h5("reg_train"), "r") as f:
+        assert f["data"].shape[0] == again.count("reg_train")
+
+
+@pytest.mark.slow
+def test_an_interrupted_start_does_not_block_the_next_plain_run(phantom, clean_tmp, quiet):
+    cfg = tiny(clean_tmp, phantom, name="early", solver={"max_iter": 1})
+    run = run_dir(cfg)
+    (run / "snapshots").mkdir(parents=True)
+    (run / "config.yaml").write_text("half")            # what a SIGTERM before the first snapshot leaves
+    (run / "log.txt").write_text("started\n")
+    assert train(cfg, log=quiet)["iterations"] == 1
+    from dentcae.train.stages import TrainingError
+    with pytest.raises(TrainingError, match="exists: pass --resume"):      # a finished run is protected
+        train(cfg, log=quiet)
