@@ -225,3 +225,13 @@ def test_sixteen_bit_and_rgb_images_read_alike(tmp_path):
     a, b, c = (read_image(tmp_path / n) for n in ("g8.png", "g16.tif", "rgb.bmp"))
     np.testing.assert_allclose(a, b, atol=1e-3)
     np.testing.assert_allclose(a, c, atol=1e-3)
+
+
+def test_dataset_yaml_reads_numbers_as_configs_do(phantom, tmp_path):
+    """One YAML reader for configs and dataset.yaml: `25e-2` is 0.25 in both."""
+    root = tmp_path / "sci"
+    shutil.copytree(phantom, root)
+    text = (root / "dataset.yaml").read_text()
+    (root / "dataset.yaml").write_text(text.replace("spacing_mm: 0.25", "spacing_mm: 25e-2"))
+    assert "25e-2" in (root / "dataset.yaml").read_text()
+    assert {r.spacing_mm for r in load_dataset(root).images} == {0.25}
