@@ -84,7 +84,8 @@ def _add_import(sub):
     isbi.add_argument("--spacing", type=float, default=0.1,
                       help="mm per pixel of the images as given (default 0.1, the challenge's originals)")
     isbi.add_argument("--annotator", choices=["senior", "junior", "mean"], default="senior",
-                      help="whose landmarks (mean: the average of the annotators present)")
+                      help="whose landmarks train and test (senior: the challenge's ground truth; mean: the "
+                           "midpoint of both); with both folders present, both also go to annotations/")
     lm = fmt.add_parser("labelme", help="LabelMe JSON files with point shapes")
     lm.add_argument("--landmarks", required=True, metavar="NAME,NAME,...", help="point labels to keep, in order")
     lm.add_argument("--names", default=None, metavar="NAME,NAME,...", help="rename them (same order)")
@@ -138,7 +139,7 @@ def cmd_evaluate(args):
     if args.checkpoint is None and cfg is None:
         raise ConfigError("give a CHECKPOINT (run folder or .caffemodel), or --config to score its run")
     checkpoint = args.checkpoint if args.checkpoint is not None else run_dir(cfg)
-    summary = evaluate_checkpoint(cfg, checkpoint, out=args.out, gpu=args.gpu)
+    summary = evaluate_checkpoint(cfg, checkpoint, out=args.out, gpu=args.gpu, test_set=args.split)
     print(summary["table_md"])
     print(f"wrote {summary['out']}/summary.json, predictions.csv, results.md")
     return 0
@@ -194,7 +195,9 @@ def build_parser():
                    help="a .caffemodel, or a finetune run folder (uses final.caffemodel); "
                         "default: the run folder of --config")
     _add_config(p, required=False)
-    p.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    p.add_argument("--split", default=None, metavar="TEST_SET",
+                   help="score one test set only (test1, test2, holdout, ...; default: every test sample)")
+    p.add_argument("--out", default=None, help="output folder (default: the run folder, or <run>/eval_<TEST_SET>)")
     p.add_argument("--gpu", type=int, default=None, metavar="N")
     p.set_defaults(fn=cmd_evaluate)
     p = sub.add_parser("table", help="rebuild a paper table (or ours) from its config")

@@ -51,6 +51,8 @@ SCHEMA = {
         "mean": "imagenet",                 # imagenet (BVLC BGR mean) | dataset (per-channel mean)
         "cae_holdout": 0.1,                 # fraction of all images held out from CAE training
         "regressor_holdout": 0.2,           # fraction of annotated images held out (test split)
+        "test_duplicates": "keep",          # keep | drop: training images whose group (one radiograph
+                                            # under two ids) also has a test image; drop leaves them out
         "folds": 0,                         # >1: k-fold over annotated images instead of holdout
         "fold": 0,                          # which fold is the test split when folds > 1
         "split_seed": 0,
@@ -238,6 +240,8 @@ def validate_values(cfg):
         raise ConfigError(f"config key 'prepare.resize' must be stretch or pad, got {cfg['prepare']['resize']!r}")
     if cfg["prepare"]["augment"]["copies"] < 0:
         raise ConfigError("config key 'prepare.augment.copies' must be 0 or more")
+    if cfg["prepare"]["test_duplicates"] not in ("keep", "drop"):
+        raise ConfigError("config key 'prepare.test_duplicates' must be keep or drop")
     if cfg["prepare"]["mean"] not in ("imagenet", "dataset"):
         raise ConfigError("config key 'prepare.mean' must be imagenet or dataset")
     if cfg["solver"]["type"] not in ("SGD", "Adam"):

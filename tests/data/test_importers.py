@@ -29,7 +29,7 @@ def _png(path, w=60, h=80, value=0):
 
 def _points(seed, n=19, w=60, h=80):
     rng = np.random.default_rng(seed)
-    return np.stack([rng.uniform(0, w - 1, n), rng.uniform(0, h - 1, n)], 1).round(2)
+    return np.stack([rng.uniform(0, w - 2, n), rng.uniform(0, h - 2, n)], 1).round(2)   # + 1 stays inside
 
 
 def _write_points(path, pts, extra=("1", "2")):
@@ -60,20 +60,35 @@ def test_isbi_import_writes_a_valid_dataset(tmp_path, quiet):
     assert ds.landmark_names == LANDMARKS and ds.layout == "whole" and len(ds.images) == 3
     recs = {r.name: r for r in ds.images}
     assert set(recs) == {"images/TrainingData/001.png", "images/TrainingData/002.bmp", "images/Test1Data/151.png"}
-    assert [recs[n].split for n in sorted(recs)] == ["test", "train", "train"]
+    assert [recs[n].split for n in sorted(recs)] == ["test1", "train", "train"]
     np.testing.assert_allclose(recs["images/TrainingData/001.png"].landmarks, _points(0), atol=1e-9)
     assert all(r.spacing_mm == 0.3 for r in ds.images) and recs["images/TrainingData/002.bmp"].group == "002"
     assert (tmp_path / "out/images/Test1Data/151.png").is_symlink()      # linked, not copied
     mean = import_isbi2015(src, tmp_path / "mean", annotator="mean", log=quiet)
     np.testing.assert_allclose({r.name: r for r in mean.images}["images/Test1Data/151.png"].landmarks,
-                               _points(2) + 0.5, atol=1e-9)
+                               _points(2) + 0.5, atol=1e-9)                      # the midpoint of both
     assert load_dataset(tmp_path / "mean").images[0].spacing_mm == 0.1          # the challenge's default
+    assert mean.annotator == "mean" and sorted(mean.annotations) == ["junior", "senior"]
+    np.testing.assert_allclose(mean.annotations["junior"]["images/Test1Data/151.png"], _points(2) + 1.0, atol=1e-9)
+    np.testing.assert_allclose(ds.annotations["senior"]["images/TrainingData/001.png"], _points(0), atol=1e-9)
+
+
+def test_isbi_import_refuses_annotator_folders_of_other_ids_and_groups_duplicates(tmp_path, quiet):
+    src = _isbi(tmp_path, junior=True)
+    (src / "duplicates.csv").write_text("id_a,folder_a,id_b,folder_b\n001,TrainingData,151,Test1Data\n"
+                                        "002,TrainingData,999,Test2Data\n")
+    ds = import_isbi2015(src, tmp_path / "dup", log=quiet)
+    assert {r.name.split("/")[-1]: r.group for r in ds.images} == {"001.png": "001", "151.png": "001", "002.bmp": "002"}
+    (src / "AnnotationsByMD/400_junior/002.txt").unlink()
+    with pytest.raises(DataError, match=r"400_senior and 400_junior annotate different ids \(1 in one only: 002\)"):
+        import_isbi2015(src, tmp_path / "bad", log=quiet)
+    assert not (tmp_path / "bad").exists() and not _leftovers(tmp_path)
 
 
 def test_isbi_import_cli_prints_what_it_wrote_and_refuses_to_overwrite(tmp_path):
     src = _isbi(tmp_path)
     code, out = run_cli("import", "isbi2015", str(src), "--out", str(tmp_path / "o"), "--spacing", "0.3")
-    assert code == 0 and "3 images (3 annotated), 19 landmarks, 0.3 mm/px" in out, out
+    assert code == 0 and "3 images (3 annotated; senior landmarks), 1 test1, 2 train, 19 landmarks, 0.3 mm/px" in out, out
     before = (tmp_path / "o/landmarks.csv").read_bytes()
     code, out = run_cli("import", "isbi2015", str(src), "--out", str(tmp_path / "o"))
     assert code == 2 and "exists and is not empty" in out and "--overwrite" in out
@@ -240,3 +255,37 @@ def test_import_the_shared_isbi_set_and_prepare_it(tmp_path, quiet):
                                                                 "landmarks": ["lower_incisal_incision", "menton"]}))
     assert prep.meta["labelled_train_images"] == 54 and prep.meta["test_images"] == 100
     assert prep.count("cae_train") + prep.count("cae_test") == 100 and prep.meta["spacing_mm"] == [0.3]
+
+
+SHARED_ISBI_400 = ROOT.parent / "shared/data/isbi2015-ceph-400"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_ISBI_400.exists(), reason="../shared/data/isbi2015-ceph-400 is not here")
+def test_import_the_complete_isbi_set_with_both_annotators_and_its_leaks(tmp_path, quiet):
+    """Counts asserted from the folder read: its RawImage folders and duplicates.csv."""
+    import csv
+    folders = {f.name: len(list(f.glob("*.png"))) for f in (SHARED_ISBI_400 / "RawImage").iterdir()}
+    with (SHARED_ISBI_400 / "duplicates.csv").open() as fh:
+        pairs = list(csv.DictReader(fh))
+    ds = import_isbi2015(SHARED_ISBI_400, tmp_path / "isbi", spacing=0.3, annotator="mean", log=quiet)
+    assert len(ds.images) == sum(folders.values()) and all(r.annotated for r in ds.images)
+    pins = {"TrainingData": "train", "Test1Data": "test1", "Test2Data": "test2"}
+    assert {p: sum(r.split == p for r in ds.images) for p in pins.values()} == {pins[f]: n for f, n in folders.items()}
+    assert sorted(ds.annotations) == ["junior", "senior"]
+    rec = ds.images[0]
+    np.testing.assert_allclose(rec.landmarks, (ds.annotations["senior"][rec.name] + ds.annotations["junior"][rec.name]) / 2)
+    groups = {}
+    for r in ds.images:
+        groups.setdefault(r.group, []).append(r.split)
+    assert sum(len(v) == 2 for v in groups.values()) == len(pairs)
+    leaking = [p for p in pairs if {p["folder_a"], p["folder_b"]} == {"TrainingData", "Test1Data"}]
+    cfg = tiny(tmp_path, tmp_path / "isbi", prepare={"input_size": 67})
+    keep = prepare(cfg)
+    assert len(keep.meta["leaks"]["images"]) == len(leaking) and keep.meta["labelled_train_images"] == folders["TrainingData"]
+    assert keep.meta["test_sets"] == {"test1": folders["Test1Data"], "test2": folders["Test2Data"]}
+    cfg["prepare"]["test_duplicates"] = "drop"
+    drop = prepare(cfg)
+    assert drop.meta["labelled_train_images"] == folders["TrainingData"] - len(leaking)
+    cfg["dataset"]["label_budget"] = 54
+    assert prepare(cfg).meta["labelled_train_images"] == 54

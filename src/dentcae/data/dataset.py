@@ -6,32 +6,28 @@
 
 Images are every regular image file under the folder (recursively, hidden folders skipped), named
 by their path relative to it (`images/a/001.png`). landmarks.csv names them the same way; a name
-that is absolute or leaves the folder is an error naming its row, and is never opened.
+that is absolute or leaves the folder is an error naming its row, and is never opened. Other
+annotators' landmarks of the same images may sit in annotations/<annotator>.csv (same columns):
+they train nothing; evaluation scores against them too (`ds.annotations`).
 
 Every problem raises DataError naming the file, and the row or key, that is wrong.
 """
-import csv
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..runtime.yamlio import read_yaml_mapping
+from .landmarks_csv import DataError, is_test, read_landmarks_csv, safe_name  # noqa: F401 (re-exported)
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
-DATASET_KEYS = {"name", "landmarks", "spacing_mm", "layout", "sides", "description", "synthetic"}
+DATASET_KEYS = {"name", "landmarks", "spacing_mm", "layout", "sides", "description", "synthetic", "annotator"}
 LAYOUTS = ("bilateral", "whole")
 
 
-class DataError(ValueError):
-    pass
-
-
-SPLIT_PINS = ("train", "test")
 
 
 @dataclass
@@ -42,7 +38,7 @@ class ImageRecord:
     spacing_mm: float              # mm per pixel
     landmarks: np.ndarray = None   # (K, 2) float64 x, y in pixels (NaN = not annotated); None = no row
     row: int = 0                   # 1-based CSV line, for error messages
-    split: str = ""                # "train" or "test" when landmarks.csv pins it, else ""
+    split: str = ""                # "train", "test" or a test set (test1) when pinned, else ""
 
     @property
     def annotated(self):
@@ -59,6 +55,8 @@ class Dataset:
     right: list = field(default_factory=list)   # paired with left: right[i] mirrors onto left[i]
     images: list = field(default_factory=list)
     synthetic: bool = False        # dataset.yaml `synthetic: true`: results are never the paper's
+    annotator: str = ""            # whose landmarks landmarks.csv holds (dataset.yaml `annotator`)
+    annotations: dict = field(default_factory=dict)   # {annotator: {image: (K, 2)}}: annotations/*.csv
 
     def side_indices(self, side):
         """Landmark indices of a sample's side: 'left', 'right' (bilateral) or 'whole'."""
@@ -112,76 +110,10 @@ def _sides(meta, path):
     return left, right
 
 
-def _number(text, what, where):
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{where}: {what} is not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise DataError(f"{where}: {what} is not finite: {text!r}")
-    return value
 
 
-def _read_csv(path, k, default_spacing):
-    """-> {image name: (landmarks (K,2), spacing, group, row, split pin)}"""
-    if not path.exists():
-        raise DataError(f"{path}: missing (write a header 'image,x1,y1,...' even with no rows)")
-    with path.open(newline="", encoding="utf-8-sig") as fh:     # -sig: Excel's UTF-8 CSVs start with a BOM
-        rows = list(csv.reader(fh))
-    if not rows:
-        raise DataError(f"{path}: empty file (needs at least the header)")
-    header = [h.strip() for h in rows[0]]
-    if not header or header[0] != "image":
-        raise DataError(f"{path}: row 1: the first column must be 'image', got {header[:1]}")
-    coords = [h for h in header[1:] if h not in ("spacing_mm", "group", "split")]
-    expected = [f"{a}{i}" for i in range(1, k + 1) for a in "xy"]
-    for col in coords:
-        if col not in expected:
-            raise DataError(f"{path}: row 1: column '{col}' names a landmark that dataset.yaml does not "
-                            f"declare (it declares {k}: columns x1,y1..x{k},y{k})")
-    if coords != expected:
-        raise DataError(f"{path}: row 1: expected columns {','.join(expected)}, got {','.join(coords)}")
-    if default_spacing is None and "spacing_mm" not in header:
-        raise DataError(f"{path}: no pixel spacing: give 'spacing_mm' in dataset.yaml or a spacing_mm column")
-    out = {}
-    for n, row in enumerate(rows[1:], start=2):
-        where = f"{path}: row {n}"
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            raise DataError(f"{where}: has {len(row)} columns, the header has {len(header)}")
-        cells = dict(zip(header, (c.strip() for c in row)))
-        name = safe_name(cells["image"], where)
-        if name in out:
-            raise DataError(f"{where}: image '{name}' already has a row ({out[name][3]})")
-        pts = np.full((k, 2), np.nan)
-        for i in range(k):
-            x, y = cells[f"x{i + 1}"], cells[f"y{i + 1}"]
-            if (x == "") != (y == ""):
-                raise DataError(f"{where}: landmark {i + 1} has only one of x{i + 1}, y{i + 1}")
-            if x:
-                pts[i] = _number(x, f"x{i + 1}", where), _number(y, f"y{i + 1}", where)
-        spacing = default_spacing
-        if cells.get("spacing_mm"):
-            spacing = _number(cells["spacing_mm"], "spacing_mm", where)
-        if spacing is None or not spacing > 0:
-            raise DataError(f"{where}: spacing_mm must be positive (mm per pixel), got {spacing!r}")
-        pin = cells.get("split", "")
-        if pin not in ("",) + SPLIT_PINS:
-            raise DataError(f"{where}: split must be train, test or empty, got {pin!r}")
-        out[name] = (pts, spacing, cells.get("group") or "", n, pin)
-    return out
 
 
-def safe_name(name, where):
-    """An image name of landmarks.csv as a clean relative path inside the dataset folder."""
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if not name or name.startswith(("/", "\\")) or (parts and ":" in parts[0]):
-        raise DataError(f"{where}: image '{name}' is an absolute path; name images relative to the "
-                        "dataset folder (e.g. images/001.png)")
-    if ".." in parts:
-        raise DataError(f"{where}: image '{name}' leaves the dataset folder ('..'); it is not opened")
-    return "/".join(p for p in parts if p != ".")
 
 
 def list_images(root):
@@ -196,6 +128,18 @@ def list_images(root):
     return sorted(names)
 
 
+def _read_annotations(root, k, known):
+    """{annotator: {image: (K, 2) pixels}} of annotations/<annotator>.csv, images checked."""
+    out = {}
+    for path in sorted((root / "annotations").glob("*.csv")):
+        rows = read_landmarks_csv(path, k, 1.0)       # spacing is landmarks.csv's business
+        for name, (_, _, _, n, _) in rows.items():
+            if name not in known:
+                raise DataError(f"{path}: row {n}: image '{name}' is not in {root}")
+        out[path.stem] = {name: row[0] for name, row in rows.items()}
+    return out
+
+
 def load_dataset(root):
     """Read dataset.yaml and landmarks.csv of `root` and list its images (not yet decoded)."""
     root = Path(root)
@@ -204,7 +148,7 @@ def load_dataset(root):
     meta = _load_yaml(root / "dataset.yaml")
     left, right = _sides(meta, root / "dataset.yaml")
     k = len(meta["landmarks"])
-    rows = _read_csv(root / "landmarks.csv", k, meta.get("spacing_mm"))
+    rows = read_landmarks_csv(root / "landmarks.csv", k, meta.get("spacing_mm"))
     names = list_images(root)
     known = set(names)
     for name, (_, _, _, n, _) in rows.items():
@@ -220,7 +164,8 @@ def load_dataset(root):
     if not images:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTS)})")
     return Dataset(root, str(meta["name"]), [str(n) for n in meta["landmarks"]], meta["layout"],
-                   left, right, images, bool(meta.get("synthetic", False)))
+                   left, right, images, bool(meta.get("synthetic", False)), str(meta.get("annotator", "")),
+                   _read_annotations(root, k, known))
 
 
 def select_landmarks(ds, names):
@@ -243,8 +188,9 @@ def select_landmarks(ds, names):
         keep, new_left, new_right = [ds.landmark_names.index(n) for n in names], [], []
     images = [dataclasses.replace(r, landmarks=None if r.landmarks is None else r.landmarks[keep])
               for r in ds.images]
+    annotations = {a: {name: pts[keep] for name, pts in rows.items()} for a, rows in ds.annotations.items()}
     return dataclasses.replace(ds, landmark_names=[ds.landmark_names[i] for i in keep], left=new_left,
-                               right=new_right, images=images)
+                               right=new_right, images=images, annotations=annotations)
 
 
 MIN_SIDE, MAX_BYTES = 16, 512 * 2 ** 20

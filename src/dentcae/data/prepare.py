@@ -245,7 +245,7 @@ def _build(cfg, ds, key, out, progress, log):
     per_image = 2 if ds.layout == "bilateral" else 1
     _check_memory(per_image * len(loaded), pc, per_image * sum(r.annotated for r, _ in loaded), ds)
     gray, labels, rows = _make_samples(ds, loaded, pc["input_size"], pc["resize"])
-    assign_splits(rows, pc, dc["label_budget"])
+    leaked = assign_splits(rows, pc, dc["label_budget"])
     train_idx = [r["index"] for r in rows if r["cae_train"]]
     bgr = IMAGENET_BGR_MEAN if pc["mean"] == "imagenet" else [float(gray[train_idx].mean())] * 3
     meta = {"dataset": ds.name, "synthetic": ds.synthetic, "dataset_root": str(ds.root), "layout": ds.layout,
@@ -253,11 +253,28 @@ def _build(cfg, ds, key, out, progress, log):
             "num_landmarks": ds.sample_landmarks, "input_size": pc["input_size"], "resize": pc["resize"],
             "mean_bgr": list(bgr), "counts": {}, "images": len(loaded), "skipped": skipped, "key": key,
             "label_budget": dc["label_budget"], "spacing_mm": sorted({r.spacing_mm for r, _ in loaded}),
-            "labelled_train_images": len({r["image"] for r in rows if r["reg_train"]}),
-            "test_images": len({r["image"] for r in rows if r["reg_test"]}),
-            "pinned": {p: len({r["image"] for r in rows if r["pin"] == p}) for p in ("train", "test")},
+            **_split_facts(rows, leaked, pc["test_duplicates"], log),
             "augment": pc["augment"], "targets": _settings(cfg).get("head", "coordinates")}
     _write_prepared(out, ds, gray, labels, rows, meta, pc, label_targets(cfg)[0])
+
+
+def _split_facts(rows, leaked, policy, log):
+    """prepared.json's counts of images per split and test set, and the leaks: training images
+    that are one radiograph with a test image (their group has one), kept or dropped."""
+    images = lambda keep: sorted({r["image"] for r in rows if keep(r)})    # noqa: E731
+    pins = sorted({r["pin"] for r in rows if r["pin"]})
+    facts = {"labelled_train_images": len(images(lambda r: r["reg_train"])),
+             "test_images": len(images(lambda r: r["reg_test"])),
+             "pinned": {p: len(images(lambda r: r["pin"] == p)) for p in pins},
+             "test_sets": {t: len(images(lambda r: r["reg_test"] and (r["pin"] or "holdout") == t))
+                           for t in sorted({r["pin"] or "holdout" for r in rows if r["reg_test"]})},
+             "leaks": {"policy": policy, "images": sorted({r["image"] for r in leaked}),
+                       "labelled": sorted({r["image"] for r in leaked if r["reg_train"]})}}
+    if leaked:
+        log(f"{len(facts['leaks']['images'])} training images are the same radiograph as a test image "
+            f"(one group); {'left out of training' if policy == 'drop' else 'kept'} (prepare.test_duplicates: "
+            f"{policy}); {len(facts['leaks']['labelled'])} of them are labelled")
+    return facts
 
 
 def ensure_dataset(cfg, log=print):

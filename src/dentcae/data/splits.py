@@ -4,14 +4,17 @@
     assign_splits(rows, prepare_cfg, label_budget=54)         # sets cae_/reg_ train/test per row
 
 Rules: both halves of an image, and all images of one group, share every split. An image pinned
-`split: test` in landmarks.csv is never trained on, not even by pre-training; one pinned `train` is
-never tested. Unpinned images split as the config says (holdout or k-fold). With a label budget of N,
-only N training images (whole groups, seeded) keep their labels for fine-tuning; the other training
-images still pre-train, unlabelled, as in the paper's few-label setting.
+to a test set in landmarks.csv (`split: test`, `test1`, ...) is never trained on, not even by
+pre-training; one pinned `train` is never tested. Unpinned images split as the config says (holdout
+or k-fold). With a label budget of N, only N training images (whole groups, seeded) keep their
+labels for fine-tuning; the other training images still pre-train, unlabelled, as in the paper's
+few-label setting. Pins can put one group (one radiograph under two ids) on both sides: such
+training images are `leaks` (prepare records them); `prepare.test_duplicates: drop` leaves them out
+of every training split.
 """
 import numpy as np
 
-from .dataset import DataError
+from .dataset import DataError, is_test
 
 
 def grouped_split(groups, holdout, seed, folds=0, fold=0):
@@ -47,23 +50,34 @@ def budget_groups(images_by_group, budget, seed):
     return kept
 
 
+def leaks(rows, tested):
+    """The rows not in a test split whose group has a test row: one radiograph on both sides."""
+    test_groups = {r["group"] for r in rows if tested(r)}
+    return [r for r in rows if not tested(r) and r["group"] in test_groups]
+
+
 def assign_splits(rows, pc, label_budget=None):
-    """Set cae_train, cae_test, reg_train and reg_test (0/1) on every sample row, in place.
-    Rows need: group, annotated, image and pin ("train", "test" or "")."""
-    free = [r for r in rows if r["pin"] != "test"]
+    """Set cae_train, cae_test, reg_train and reg_test (0/1) on every sample row, in place; returns
+    the leaking rows (kept, or left out of training with prepare.test_duplicates: drop).
+    Rows need: group, annotated, image and pin ("train", a test set, or "")."""
+    free = [r for r in rows if not is_test(r["pin"])]
     cae_held = grouped_split([r["group"] for r in free], pc["cae_holdout"], pc["split_seed"])
     unpinned = [r for r in rows if r["annotated"] and not r["pin"]]
     reg_held = grouped_split([r["group"] for r in unpinned], pc["regressor_holdout"], pc["split_seed"] + 1,
                              pc["folds"], pc["fold"]) if unpinned else set()
-    is_test = {id(r): r["pin"] == "test" or (not r["pin"] and r["group"] in reg_held) for r in rows}
-    candidates = [r for r in rows if r["annotated"] and not is_test[id(r)]]
+    tested = {id(r): is_test(r["pin"]) or (not r["pin"] and r["group"] in reg_held) for r in rows}
+    leaked = leaks(rows, lambda r: tested[id(r)])
+    dropped = {id(r) for r in leaked} if pc["test_duplicates"] == "drop" else set()
+    candidates = [r for r in rows if r["annotated"] and not tested[id(r)] and id(r) not in dropped]
     by_group = {}
     for r in candidates:
         by_group.setdefault(r["group"], set()).add(r["image"])
     labelled = set(by_group) if label_budget is None else budget_groups(by_group, label_budget, pc["split_seed"] + 2)
     for r in rows:
-        r["cae_test"] = int(r["pin"] != "test" and r["group"] in cae_held)
-        r["cae_train"] = int(r["pin"] != "test" and r["group"] not in cae_held)
-        r["reg_test"] = int(bool(r["annotated"]) and is_test[id(r)])
-        r["reg_train"] = int(bool(r["annotated"]) and not is_test[id(r)] and r["group"] in labelled)
-    return rows
+        trains = not is_test(r["pin"]) and id(r) not in dropped
+        r["cae_test"] = int(trains and r["group"] in cae_held)
+        r["cae_train"] = int(trains and r["group"] not in cae_held)
+        r["reg_test"] = int(bool(r["annotated"]) and tested[id(r)])
+        r["reg_train"] = int(bool(r["annotated"]) and not tested[id(r)] and id(r) not in dropped
+                             and r["group"] in labelled)
+    return leaked

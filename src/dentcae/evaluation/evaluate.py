@@ -22,6 +22,7 @@ from ..nets.infer import CheckpointError, check_weights, predict
 from ..registry import HEADS
 from ..runtime.atomic import write_atomic, write_csv_atomic
 from ..runtime.backend import set_device
+from .annotators import brief, protocol_lines, protocols, test_set_of
 from .figures import plot_detections, plot_error_cdf
 from .metrics import (PRED_FIELDS, SDR_MM, markdown_table, prediction_rows, radial_errors_mm,
                       read_predictions, summarize)
@@ -92,12 +93,16 @@ def detection_panels(predictions, dataset_root, n=2):
     return panels
 
 
-def data_description(prep, split="reg_test"):
-    """What a result is measured on: dataset, real or synthetic, landmarks, split, labels, spacing."""
+def data_description(prep, split="reg_test", samples=None, test_set=None):
+    """What a result is measured on: dataset, real or synthetic, landmarks, split (and test set),
+    labels, spacing, and training images that are one radiograph with a test image."""
     m = prep.meta
+    n_images = len({s["image"] for s in samples}) if samples is not None else m.get("test_images")
     return {"dataset": m["dataset"], "synthetic": m["synthetic"], "landmarks": m["landmark_names"],
-            "layout": m["layout"], "split": split, "test_samples": m["counts"][split],
-            "test_images": m.get("test_images"), "labelled_train_samples": m["counts"]["reg_train"],
+            "layout": m["layout"], "split": split if test_set is None else f"{split}, test set {test_set}",
+            "test_samples": len(samples) if samples is not None else m["counts"][split],
+            "test_images": n_images, "labelled_train_samples": m["counts"]["reg_train"],
+            "leaks": {k: (len(v) if isinstance(v, list) else v) for k, v in m.get("leaks", {}).items()},
             "labelled_train_images": m.get("labelled_train_images"), "label_budget": m.get("label_budget"),
             "pretrain_images": m["counts"]["cae_train"], "spacing_mm": m.get("spacing_mm"),
             "input_size": m["input_size"]}
@@ -111,7 +116,17 @@ def describe(d):
             f"({', '.join(d['landmarks'])}); trained on {d['labelled_train_images']} labelled images"
             f"{budget}, tested on {d['test_images']} images ({d['test_samples']} samples, split "
             f"{d['split']}); {d['pretrain_images']} samples for pre-training; spacing "
-            f"{'/'.join(f'{s:g}' for s in d['spacing_mm'] or [])} mm/px; input {d['input_size']} px.")
+            f"{'/'.join(f'{s:g}' for s in d['spacing_mm'] or [])} mm/px; input {d['input_size']} px."
+            + _leak_words(d.get("leaks") or {}))
+
+
+def _leak_words(leaks):
+    if not leaks.get("images"):
+        return ""
+    if leaks["policy"] == "drop":
+        return f" {leaks['images']} training images that are one radiograph with a test image were left out."
+    return (f" {leaks['images']} training images ({leaks['labelled']} of them labelled) are the same radiograph "
+            "as a test image (kept, as the standard split does).")
 
 
 def score(pred_px, gt_px, samples, names, base_px=None):
@@ -155,30 +170,58 @@ def _scores_beside(beside, stats, samples, gt_px, names):
     return out
 
 
-def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test"):
-    """Evaluate a landmark checkpoint on a split; writes and returns the summary."""
+def _test_set_rows(samples, test_set, where):
+    """Indices of the samples in `test_set` (all when None); refuses a test set that has none."""
+    keep = [i for i, s in enumerate(samples) if test_set is None or test_set_of(s) == test_set]
+    if not keep:
+        known = sorted({test_set_of(s) for s in samples})
+        raise EvaluationError(f"{where}: no test samples in test set '{test_set}' (this data has: {', '.join(known)})")
+    return keep
+
+
+def _by_test_set(err_mm, pred_px, samples, ds):
+    """Scores per test set (when there are several) and per annotation protocol (when the dataset
+    has other annotators' landmarks)."""
+    out = {}
+    sets = sorted({test_set_of(s) for s in samples})
+    if len(sets) > 1:
+        out["test_sets"] = {name: brief(err_mm[[i for i, s in enumerate(samples) if test_set_of(s) == name]])
+                            for name in sets}
+    by_protocol = protocols(pred_px, samples, ds)
+    if by_protocol:
+        out["protocols"] = by_protocol
+    return out
+
+
+def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test", test_set=None):
+    """Evaluate a landmark checkpoint on a split (or one test set of it, e.g. test2); writes and
+    returns the summary (into the run folder, or <run>/eval_<test set>, unless `out`)."""
     run, weights = resolve_checkpoint(checkpoint)
     cfg = cfg or load_config(run / "config.yaml")
     prep = prepare(cfg)
     samples = [r for r in prep.samples() if int(r[split])]
     if not samples:
         raise EvaluationError(f"{prep.dir}: split '{split}' has no annotated samples to evaluate on")
+    keep = _test_set_rows(samples, test_set, prep.dir)
     ds = configured_dataset(cfg)
     names = prep.meta["landmark_names"]
     labels, beside = _decoded(cfg, run, weights, prep, split, gpu)
+    samples, labels = [samples[i] for i in keep], labels[keep]
+    beside = {k: ([p[keep] for p in v] if k == "passes" else v[keep]) for k, v in beside.items()}
     gt_px, pred_px = ground_truth_pixels(ds, samples), labels_to_pixels(labels, samples)
     stats, err_mm = score(pred_px, gt_px, samples, names, mean_shape_pixels(split_labels(prep), samples))
     stats.update(_scores_beside(beside, stats, samples, gt_px, names))
-    out = Path(out) if out else run
+    stats.update(_by_test_set(err_mm, pred_px, samples, ds))
+    out = Path(out) if out else (run if test_set is None else run / f"eval_{test_set}")
     out.mkdir(parents=True, exist_ok=True)
     rows = prediction_rows(samples, names, gt_px, pred_px, err_mm, [float(s["spacing_mm"]) for s in samples])
     write_csv_atomic(out / "predictions.csv", [PRED_FIELDS] + rows)
     training = json.loads((run / "training.json").read_text()) if (run / "training.json").exists() else {}
     summary = {"checkpoint": str(weights), "split": split, "dataset": prep.meta["dataset"],
-               "synthetic": ds.synthetic, "data": data_description(prep, split), **stats,
+               "synthetic": ds.synthetic, "data": data_description(prep, split, samples, test_set), **stats,
                "training": training, "out": str(out)}
     summary["table_md"] = markdown_table(stats, cfg["name"] + (" (SYNTHETIC phantom)" if ds.synthetic else "")) \
-        + "\n" + describe(summary["data"]) + "\n"
+        + "\n" + describe(summary["data"]) + "\n" + protocol_lines({cfg["name"]: stats.get("protocols")})
     write_atomic(out / "results.md", summary["table_md"])
     write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     plot_detections(detection_panels({cfg["name"]: out / "predictions.csv"}, ds.root), out / "detections.png")

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import ConfigError, dump_config, load_config
 from ..data.prepare import ensure_dataset, prepare
+from ..evaluation.annotators import protocol_lines
 from ..evaluation.evaluate import describe, evaluate_checkpoint
 from ..evaluation.metrics import read_prediction_errors
 from ..runtime.atomic import write_atomic, write_csv_atomic
@@ -74,6 +75,7 @@ class _Collected:
         self.names, self.synthetic, self.dataset_root, self.data = None, False, None, None
         self.wall_s = {}                          # training seconds per arm (sub-runs included), all repeats
         self.first_net = {}                       # refined arms: the first net's stats per repeat
+        self.protocols = {}                       # repeat 0 per arm: scores per test set and annotation
 
     def add(self, key, cfg, summary):
         run = run_dir(cfg)
@@ -89,6 +91,7 @@ class _Collected:
         self.wall_s[key] = self.wall_s.get(key, 0.0) + wall
         if "coarse_decoding" in summary:
             self.first_net.setdefault(key, []).append(summary["coarse_decoding"])
+        self.protocols.setdefault(key, summary.get("protocols"))
         self.baselines.append(summary["baseline_mean_shape_mre_mm"])
 
 
@@ -182,6 +185,8 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=Non
         f"\nNo-learning baseline: predicting the training set's mean landmarks gives an MRE of "
         f"{baseline:.4f} mm on the same test samples.\n")
     markdown += pretraining_lines(result, got.pretrain_runs) + first_net_lines(result, got.first_net, got.errors, arms)
+    markdown += protocol_lines({arms[k]["label"]: p for k, p in got.protocols.items()})
+    result["protocols"] = {k: p for k, p in got.protocols.items() if p}
     stem = out / table["name"]
     result["markdown"] = str(stem) + ".md"
     write_atomic(str(stem) + ".md", markdown)

@@ -74,6 +74,13 @@ class DatasetWriter:
         self.copied += 1
         return name
 
+    def add_annotations(self, annotator, points, k):
+        """annotations/<annotator>.csv: another annotator's landmarks {image name: (K, 2)}, for evaluation."""
+        header = ["image", *[f"{a}{i}" for i in range(1, k + 1) for a in "xy"]]
+        (self.tmp / "annotations").mkdir(exist_ok=True)
+        write_csv_atomic(self.tmp / "annotations" / f"{annotator}.csv",
+                         [header] + [[name, *_coords(pts, k)] for name, pts in sorted(points.items())])
+
     def finish(self, meta, rows, report):
         """Write dataset.yaml, landmarks.csv (rows: dicts) and import.json; check; rename into place."""
         k = len(meta["landmarks"])

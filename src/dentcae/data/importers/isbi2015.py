@@ -1,13 +1,21 @@
 """ISBI 2015 cephalometric challenge layout -> a dataset folder.
 
     RawImage/TrainingData/001.bmp|png ...     -> images/TrainingData/001.png, split: train
-    RawImage/Test1Data/151.bmp, Test2Data/... -> images/Test1Data/151.png,   split: test
+    RawImage/Test1Data/151.bmp ...            -> images/Test1Data/151.png,    split: test1
+    RawImage/Test2Data/301.bmp ...            -> images/Test2Data/301.png,    split: test2
     AnnotationsByMD/400_senior/001.txt         19 lines "x,y" (integers or decimals; lines after the
     AnnotationsByMD/400_junior/001.txt         19th are ignored), pixels of the image as shipped
+    duplicates.csv (optional)                  id_a,...,id_b,...: pairs of ids that are one radiograph
 
 The challenge's originals are 1935 x 2400 px at 0.1 mm/px (the default spacing); give --spacing for
-resampled copies. `annotator="mean"` averages the annotators present for each image.
+resampled copies. landmarks.csv holds the `annotator`'s landmarks (senior, the challenge's ground
+truth; junior; or mean, the midpoint of both). With both annotators present, each is also written
+to annotations/<annotator>.csv, so that evaluation scores against senior, junior and their mean; the
+two folders must annotate the same ids. The ids of a duplicate pair share a group (the smaller id),
+so that no seeded split puts one radiograph on both sides; the challenge's own split does, and
+prepare reports it (prepare.test_duplicates).
 """
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +27,9 @@ LANDMARKS = ["sella", "nasion", "orbitale", "porion", "subspinale", "supramental
              "gnathion", "gonion", "lower_incisal_incision", "upper_incisal_incision", "upper_lip",
              "lower_lip", "subnasale", "soft_tissue_pogonion", "posterior_nasal_spine",
              "anterior_nasal_spine", "articulare"]
-SPLIT_OF = {"TrainingData": "train", "Test1Data": "test", "Test2Data": "test"}
-ANNOTATORS = {"senior": ["400_senior"], "junior": ["400_junior"], "mean": ["400_senior", "400_junior"]}
+SPLIT_OF = {"TrainingData": "train", "Test1Data": "test1", "Test2Data": "test2"}
+FOLDERS = {"senior": "400_senior", "junior": "400_junior"}
+ANNOTATORS = ("senior", "junior", "mean")
 IMAGE_SUFFIXES = (".bmp", ".png")
 
 
@@ -42,13 +51,45 @@ def read_points(path, k=len(LANDMARKS)):
     return np.array(pts)
 
 
-def _annotation(src, stem, annotator):
-    """(mean points or None, the annotator folders used) of one image."""
-    found = [d for d in ANNOTATORS[annotator] if (src / "AnnotationsByMD" / d / f"{stem}.txt").exists()]
+def _read_annotators(src, stems):
+    """{annotator: {id: (19, 2)}} of every annotator folder present, for the ids of `stems`;
+    refuses two folders that do not annotate the same ids."""
+    ids = {}
+    for who, folder in FOLDERS.items():
+        path = src / "AnnotationsByMD" / folder
+        if path.is_dir():
+            ids[who] = {p.stem for p in path.glob("*.txt")}
+    if len(ids) == 2 and ids["senior"] != ids["junior"]:
+        only = sorted(ids["senior"] ^ ids["junior"])
+        raise DataError(f"{src / 'AnnotationsByMD'}: 400_senior and 400_junior annotate different ids "
+                        f"({len(only)} in one only: {', '.join(only[:5])}{', ...' if len(only) > 5 else ''})")
+    return {who: {s: read_points(src / "AnnotationsByMD" / FOLDERS[who] / f"{s}.txt") for s in stems if s in found}
+            for who, found in ids.items()}
+
+
+def _primary(annotations, stem, annotator):
+    """(points or None, the annotators used) of one image: one annotator's, or the mean of those present."""
+    found = [who for who in (("senior", "junior") if annotator == "mean" else (annotator,))
+             if stem in annotations.get(who, {})]
     if not found:
         return None, []
-    pts = [read_points(src / "AnnotationsByMD" / d / f"{stem}.txt") for d in found]
-    return np.mean(pts, axis=0), found
+    return np.mean([annotations[who][stem] for who in found], axis=0), [FOLDERS[who] for who in found]
+
+
+def _duplicate_groups(src, stems):
+    """{id: group} joining the ids of each pair of duplicates.csv whose both ids are here."""
+    path = src / "duplicates.csv"
+    if not path.is_file():
+        return {}
+    groups = {}
+    with path.open(newline="") as fh:
+        for n, row in enumerate(csv.DictReader(fh), start=2):
+            a, b = row.get("id_a"), row.get("id_b")
+            if not a or not b:
+                raise DataError(f"{path}: row {n}: needs id_a and id_b")
+            if a in stems and b in stems:
+                groups[a] = groups[b] = min(a, b)
+    return groups
 
 
 def import_isbi2015(src, out, spacing=0.1, annotator="senior", overwrite=False, log=print):
@@ -61,23 +102,35 @@ def import_isbi2015(src, out, spacing=0.1, annotator="senior", overwrite=False, 
     images = sorted(p for p in (src / "RawImage").glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not images:
         raise DataError(f"{src}: no RawImage/<folder>/NNN.bmp|png images (is this the ISBI 2015 layout?)")
+    stems = {p.stem for p in images}
+    annotations, groups = _read_annotators(src, stems), _duplicate_groups(src, stems)
     rows, used = [], {}
     with DatasetWriter(out, overwrite) as writer:
         for path in images:
-            pts, found = _annotation(src, path.stem, annotator)
-            if pts is not None:
-                check_inside(pts, image_size(path, path), f"{found[0]}/{path.stem}.txt for {path}")
+            pts, found = _primary(annotations, path.stem, annotator)
+            for who, points in annotations.items():
+                if path.stem in points:
+                    check_inside(points[path.stem], image_size(path, path), f"{FOLDERS[who]}/{path.stem}.txt for {path}")
             name = writer.add_file(path, f"images/{path.parent.name}/{path.name}")
-            rows.append({"image": name, "points": pts, "group": path.stem,
+            rows.append({"image": name, "points": pts, "group": groups.get(path.stem, path.stem),
                          "split": SPLIT_OF.get(path.parent.name, "")})
             used[name] = found
+        names = {Path(r["image"]).stem: r["image"] for r in rows}
+        if len(annotations) > 1:
+            for who, points in annotations.items():
+                writer.add_annotations(who, {names[s]: p for s, p in points.items()}, len(LANDMARKS))
         meta = {"name": f"isbi2015-{annotator}", "landmarks": LANDMARKS, "spacing_mm": float(spacing),
-                "layout": "whole", "synthetic": False,
+                "layout": "whole", "synthetic": False, "annotator": annotator,
                 "description": f"ISBI 2015 cephalograms imported from {src.resolve()} ({annotator} annotation)"}
         report = {"source": str(src.resolve()), "format": "isbi2015", "annotator": annotator,
-                  "annotation_folders": used}
+                  "annotators_present": sorted(annotations), "annotation_folders": used,
+                  "duplicate_groups": {g: sorted(s for s in groups if groups[s] == g) for g in sorted(set(groups.values()))}}
         ds = writer.finish(meta, rows, report)
     annotated = sum(r["points"] is not None for r in rows)
-    log(f"wrote {out}: {len(rows)} images ({annotated} annotated), {len(LANDMARKS)} landmarks, "
-        f"{spacing:g} mm/px, layout whole; {writer.linked} images linked, {writer.copied} copied")
+    sets = {s or "unpinned": sum(r["split"] == s for r in rows) for s in dict.fromkeys(r["split"] for r in rows)}
+    log(f"wrote {out}: {len(rows)} images ({annotated} annotated; {annotator} landmarks"
+        f"{', senior and junior also in annotations/' if len(annotations) > 1 else ''}), "
+        f"{', '.join(f'{n} {s}' for s, n in sets.items())}, {len(LANDMARKS)} landmarks, "
+        f"{spacing:g} mm/px; {len(set(groups.values()))} duplicate pairs grouped; "
+        f"{writer.linked} images linked, {writer.copied} copied")
     return ds

@@ -1,0 +1,46 @@
+"""Splits: grouped holdout and k-fold keep a group (one radiograph under two ids) on one side; the
+challenge's pinned test sets; leaks between pinned training and test images, kept or dropped."""
+import pytest
+
+from dentcae.data.splits import assign_splits, grouped_split
+
+PC = {"cae_holdout": 0.1, "regressor_holdout": 0.25, "split_seed": 0, "folds": 0, "fold": 0,
+      "test_duplicates": "keep"}
+
+
+def _rows(pins):
+    """One sample per image; images i and i + 1 (i even) are one radiograph (same group)."""
+    return [{"index": i, "image": f"{i:03d}.png", "group": f"g{i // 2}", "annotated": 1, "pin": pin}
+            for i, pin in enumerate(pins)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_duplicate_pair_never_straddles_a_seeded_split(seed):
+    rows = _rows([""] * 40)
+    assign_splits(rows, {**PC, "split_seed": seed})
+    for a, b in zip(rows[::2], rows[1::2]):
+        assert all(a[k] == b[k] for k in ("cae_train", "cae_test", "reg_train", "reg_test")), (a, b)
+    folds = [grouped_split([r["group"] for r in rows], 0.2, seed, folds=5, fold=f) for f in range(5)]
+    assert set().union(*folds) == {r["group"] for r in rows} and sum(map(len, folds)) == 20
+
+
+def test_pinned_test_sets_are_never_trained_on_and_leaks_are_reported_or_dropped():
+    pins = ["train", "test1"] + ["train", "train"] * 4 + ["test2", "test2"] + ["test1", "test1"]
+    rows = _rows(pins)                               # group g0: a training image and a test1 image
+    leaked = assign_splits(rows, PC)
+    assert [r["image"] for r in leaked] == ["000.png"]
+    test = {r["image"] for r in rows if r["reg_test"]}
+    assert test == {"001.png", "010.png", "011.png", "012.png", "013.png"}
+    assert not any(r["cae_train"] or r["cae_test"] or r["reg_train"] for r in rows if r["image"] in test)
+    assert rows[0]["reg_train"] == 1                 # the standard split keeps the leaking image
+    rows = _rows(pins)
+    assert [r["image"] for r in assign_splits(rows, {**PC, "test_duplicates": "drop"})] == ["000.png"]
+    assert rows[0]["reg_train"] == rows[0]["cae_train"] == rows[0]["cae_test"] == 0
+    assert sum(r["reg_train"] for r in rows) == 8
+
+
+def test_a_label_budget_takes_whole_groups():
+    rows = _rows([""] * 40)
+    assign_splits(rows, PC, label_budget=11)
+    kept = [r for r in rows if r["reg_train"]]
+    assert len(kept) == 10 and all(sum(r["group"] == k["group"] for r in kept) == 2 for k in kept)
