@@ -1,5 +1,6 @@
 """Nothing outside the run folder is touched, wrong models are refused, locks,
 and inputs Caffe would abort on are refused with a clear error first."""
+import json
 import shutil
 
 import pytest
@@ -127,11 +128,28 @@ def test_resume_after_moving_the_run_with_a_corrupt_marker_and_a_truncated_snaps
     weights = snapshots / marker["caffemodel"]
     weights.write_bytes(weights.read_bytes()[:1000])                          # a truncated snapshot
     again = dict(moved, solver={**moved["solver"], "max_iter": 4})
-    with pytest.raises(RuntimeError, match=r"missing or truncated; not handing them to Caffe"):
-        train(again, resume=True, log=quiet)
+    said = []
+    with pytest.raises(RuntimeError, match=r"--resume: no complete snapshot"):   # the only one is truncated
+        train(again, resume=True, log=said.append)
     (snapshots / "latest.json").unlink()              # and without a marker to vouch for sizes
     with pytest.raises(RuntimeError, match=r"--resume: no complete snapshot"):
         train(again, resume=True, log=quiet)
+
+
+@pytest.mark.slow
+def test_an_older_marker_naming_deleted_files_falls_back_to_the_newest_complete_snapshot(phantom, clean_tmp):
+    cfg = tiny(clean_tmp, phantom, name="older", solver={"max_iter": 4, "snapshot": 2})
+    train(cfg, log=lambda m: None)
+    snapshots = run_dir(cfg) / "snapshots"
+    marker = json.loads((snapshots / "latest.json").read_text())
+    assert marker["iter"] == 4 and not list(snapshots.glob("*_iter_2.*"))      # iteration 2's pair is gone
+    older = {**marker, "iter": 2, "caffemodel": marker["caffemodel"].replace("_4.", "_2."),
+             "solverstate": marker["solverstate"].replace("_4.", "_2.")}
+    (snapshots / "latest.json").write_text(json.dumps(older))                  # valid, but names deleted files
+    said = []
+    longer = dict(cfg, solver={**cfg["solver"], "max_iter": 6})
+    assert train(longer, resume=True, log=said.append)["iterations"] == 6
+    assert any("missing or truncated" in m for m in said) and any("resumed" in m and "iteration 4" in m for m in said)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 Everything else calls `get_caffe()` (and `set_device()` before building solvers), so a missing or
 broken build is reported once, readably, with the command that fixes it.
 """
+import ctypes
 import json
 import os
 import subprocess
@@ -29,6 +30,15 @@ def get_caffe():
             raise CaffeUnavailable(f"cannot import caffe ({e}); {SETUP_HINT}") from e
         _caffe = caffe
     return _caffe
+
+
+def seed_caffe(seed):
+    """Seed both random streams a Caffe training draws from: Caffe's own (fillers, Dropout) and
+    the C library's rand(), which BVLC's HDF5Data shuffles with (std::random_shuffle). A process
+    starts rand() at seed 1, the same as 0; seeding it for each run makes a run independent of
+    what ran before it in the same process (a table's earlier runs), so it can be resumed exactly."""
+    get_caffe().set_random_seed(int(seed))
+    ctypes.CDLL(None).srand(ctypes.c_uint(int(seed)))
 
 
 def caffe_pb2():

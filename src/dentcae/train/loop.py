@@ -26,11 +26,11 @@ from ..data.prepare import ensure_dataset, prepare
 from ..evaluation.figures import plot_learning_curves
 from ..registry import stage_plugin
 from ..runtime.atomic import atomic_path, write_atomic
-from ..runtime.backend import caffe_pb2, get_caffe, set_device
+from ..runtime.backend import caffe_pb2, get_caffe, seed_caffe, set_device
 from ..runtime.locks import exclusive
 from .losslog import LossLog
 from .runfiles import check_finite, run_dir, write_run_files
-from .snapshots import Snapshots, non_finite_layers
+from .snapshots import Snapshots, non_finite_layers, replay
 from .stages import (TrainingError, init_source, init_weights, stage_data, stage_splits, subruns,  # noqa: F401
                      training_settings)
 
@@ -101,6 +101,7 @@ def _start(cfg, solver, run, source, snaps, losses, say):
     if source is None:
         state = snaps.latest()
         solver.restore(str(_solverstate_here(state)))
+        replay(solver.net, solver.iter)          # the batches and random draws the snapshot does not hold
         losses.cut_to(state["iter"])
         say(f"resumed {run} at iteration {solver.iter} from {state['solverstate']}")
         return
@@ -246,7 +247,7 @@ def _train(cfg, gpu, resume, overwrite, log, source, prep):
     run = _open_run(cfg, resume, overwrite)
     say = _logger(run, log)
     solver_path, test_iter = write_run_files(cfg, prep, run, gpu)
-    caffe.set_random_seed(int(cfg["solver"]["random_seed"]))
+    seed_caffe(cfg["solver"]["random_seed"])
     solver = caffe.get_solver(str(solver_path))
     solver.test_nets[0].share_with(solver.net)
     snaps, losses = Snapshots(solver, run, stage_plugin(cfg).STEM, say), LossLog(run / "loss.csv")

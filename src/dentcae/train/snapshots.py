@@ -6,8 +6,14 @@
 
 latest.json names files relative to the snapshots folder (a run folder can be moved) and records
 their sizes, so a truncated file is never handed to Caffe (whose readers abort the process). A
-missing, corrupt or stale latest.json falls back to the newest complete pair found on disk.
+missing or corrupt latest.json, or one naming files that are gone or truncated, falls back to the
+newest complete pair found on disk.
 `take()` refuses weights that are not finite, so no snapshot ever holds a NaN.
+
+A solverstate holds the weights' history but not where the data layers are nor Caffe's random
+stream (the HDF5Data shuffles and the Dropout masks draw from it). `replay(net, n)` brings both
+back: it runs the train net's forward n times up to its last layer that draws random numbers, so
+a resumed run takes the same batches and masks, and gives the same losses, as an uninterrupted one.
 """
 import json
 import re
@@ -22,6 +28,20 @@ from ..runtime.backend import caffe_pb2
 
 class SnapshotError(RuntimeError):
     pass
+
+
+RANDOM_LAYERS = ("HDF5Data", "Dropout")      # the layer types dentcae's nets have that draw from Caffe's RNG
+
+
+def replay(net, iterations):
+    """Advance the data layers and Caffe's random stream of a freshly built train net by
+    `iterations` steps' worth of forward passes (only up to its last layer in RANDOM_LAYERS)."""
+    names = list(net._layer_names)
+    drawing = [i for i, layer in enumerate(net.layers) if layer.type in RANDOM_LAYERS]
+    if not drawing:
+        return
+    for _ in range(iterations):
+        net.forward(end=names[drawing[-1]])
 
 
 def non_finite_layers(net):
@@ -75,8 +95,9 @@ class Snapshots:
                 self.log(f"{self.marker} is unreadable ({e.__class__.__name__}: {e}); using the newest snapshot on disk")
                 state = None
         if state is not None and not self._complete(state):
-            raise SnapshotError(f"{self.marker} names {', '.join(map(str, self._files(state)))}, which are missing "
-                                "or truncated; not handing them to Caffe")
+            self.log(f"{self.marker} names {', '.join(map(str, self._files(state)))}, which are missing or "
+                     "truncated; not handing them to Caffe; using the newest complete snapshot on disk")
+            state = None
         state = state or self._on_disk()
         if state is None:
             return None
