@@ -68,11 +68,11 @@ def cmd_import(args):
     from .data.importers import import_isbi2015, import_labelme
     if args.format == "isbi2015":
         import_isbi2015(args.src, args.out, spacing=args.spacing, annotator=args.annotator,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, strict=args.strict)
     else:
         split = lambda text: [x.strip() for x in text.split(",") if x.strip()] if text else None  # noqa: E731
         import_labelme(args.src, args.out, split(args.landmarks), args.spacing, names=split(args.names),
-                       skip_bad=args.skip_bad, overwrite=args.overwrite)
+                       skip_bad=args.skip_bad, overwrite=args.overwrite, strict=args.strict)
     return 0
 
 
@@ -94,8 +94,11 @@ def _add_import(sub):
                     help="keep a file with a missing/duplicate label as an unannotated image (import.json says why)")
     for q in (isbi, lm):
         q.add_argument("src", help="the folder to read")
-        q.add_argument("--out", required=True, help="dataset folder to write (must be new or empty)")
-        q.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+        q.add_argument("--out", required=True, help="dataset folder to write: new or empty, and outside SRC")
+        q.add_argument("--overwrite", action="store_true",
+                       help="replace an --out that an earlier `dentcae import` wrote (it holds import.json)")
+        q.add_argument("--strict", action="store_true",
+                       help="refuse images without landmarks and landmarks without images instead of counting them")
         q.set_defaults(fn=cmd_import)
 
 

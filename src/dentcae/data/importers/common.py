@@ -1,5 +1,6 @@
 """What every importer shares: the atomic dataset-folder writer and point checks."""
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -12,9 +13,44 @@ from ...runtime.atomic import StagedFolder, write_csv_atomic
 from ..dataset import DataError, load_dataset
 
 
+def regular_file(path, what):
+    """`path` itself when it is a regular file (or a link to one); a FIFO, a folder or a device is
+    refused before anything reads it (reading a FIFO would hang)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} is {'missing' if not path.exists() else 'not a regular file'}")
+    return path
+
+
+def check_spacing(spacing):
+    if isinstance(spacing, bool) or not isinstance(spacing, (int, float)) or not math.isfinite(spacing) or spacing <= 0:
+        raise DataError(f"--spacing must be a positive, finite number of mm per pixel, got {spacing!r}")
+    return float(spacing)
+
+
+def check_paths(src, out, overwrite):
+    """The output folder is never the source, never contains it and never lies inside it, and an
+    existing one is replaced (with `overwrite`) only when an earlier import wrote it."""
+    s, o = Path(src).resolve(), Path(out).resolve()
+    if o == s or s.is_relative_to(o) or o.is_relative_to(s):
+        how = "is" if o == s else ("contains" if s.is_relative_to(o) else "lies inside")
+        raise DataError(f"--out {out} {how} the source folder {src}; choose an output folder outside it "
+                        "(nothing was written or deleted)")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise DataError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
+        if not (out / "import.json").is_file():
+            raise DataError(f"{out} exists and holds no import.json: it was not written by `dentcae import`, "
+                            "so --overwrite does not replace it (nothing was deleted)")
+
+
 def image_size(path_or_bytes, where):
     """(width, height) of an image file or of encoded image bytes; DataError naming `where`."""
-    raw = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    raw = path_or_bytes if isinstance(path_or_bytes, bytes) else regular_file(path_or_bytes, "image").read_bytes()
+    if not raw:
+        what = "" if isinstance(path_or_bytes, bytes) else f" {path_or_bytes}"
+        raise DataError(f"{where}: the image{what} is empty (0 bytes)")
     img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise DataError(f"{where}: cannot read the image (unreadable or truncated file)")
@@ -41,10 +77,9 @@ class DatasetWriter:
     it with the dataset loader and renames it into place. Leaving the `with` block by an error
     removes it."""
 
-    def __init__(self, out, overwrite=False):
+    def __init__(self, src, out, overwrite=False):
         self.out = Path(out)
-        if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())) and not overwrite:
-            raise DataError(f"{self.out} exists and is not empty: choose another --out or pass --overwrite")
+        check_paths(src, out, overwrite)
         self.stage = StagedFolder(self.out)
         self.tmp = self.stage.path
         self.linked = self.copied = 0

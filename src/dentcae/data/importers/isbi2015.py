@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..dataset import DataError
-from .common import DatasetWriter, check_inside, image_size
+from .common import DatasetWriter, check_inside, check_spacing, image_size, regular_file
 
 LANDMARKS = ["sella", "nasion", "orbitale", "porion", "subspinale", "supramentale", "pogonion", "menton",
              "gnathion", "gonion", "lower_incisal_incision", "upper_incisal_incision", "upper_lip",
@@ -35,7 +35,7 @@ IMAGE_SUFFIXES = (".bmp", ".png")
 
 def read_points(path, k=len(LANDMARKS)):
     """The first k lines "x,y" of an annotation file as a (k, 2) array; DataError naming file and line."""
-    lines = Path(path).read_text(errors="replace").splitlines()
+    lines = regular_file(path, "annotation file").read_text(errors="replace").splitlines()
     if len(lines) < k:
         raise DataError(f"{path}: has {len(lines)} lines, expected {k} landmark lines 'x,y'")
     pts = []
@@ -51,9 +51,10 @@ def read_points(path, k=len(LANDMARKS)):
     return np.array(pts)
 
 
-def _read_annotators(src, stems):
+def _read_annotators(src, stems, strict, log):
     """{annotator: {id: (19, 2)}} of every annotator folder present, for the ids of `stems`;
-    refuses two folders that do not annotate the same ids."""
+    refuses two folders that do not annotate the same ids, and no folder at all. Images without an
+    annotation and annotations without an image are counted (refused with `strict`)."""
     ids = {}
     for who, folder in FOLDERS.items():
         path = src / "AnnotationsByMD" / folder
@@ -63,8 +64,24 @@ def _read_annotators(src, stems):
         only = sorted(ids["senior"] ^ ids["junior"])
         raise DataError(f"{src / 'AnnotationsByMD'}: 400_senior and 400_junior annotate different ids "
                         f"({len(only)} in one only: {', '.join(only[:5])}{', ...' if len(only) > 5 else ''})")
+    if not ids:
+        raise DataError(f"{src}: no AnnotationsByMD/400_senior or 400_junior folder: no landmarks to import")
+    marked = set().union(*ids.values())
+    _orphans(sorted(stems - marked), sorted(marked - stems), src, strict, log)
     return {who: {s: read_points(src / "AnnotationsByMD" / FOLDERS[who] / f"{s}.txt") for s in stems if s in found}
             for who, found in ids.items()}
+
+
+def _orphans(unmarked, imageless, src, strict, log):
+    """Say how many images have no annotation and how many annotations no image; refuse with strict."""
+    if not unmarked and not imageless:
+        return
+    text = (f"{src}: {len(unmarked)} images without an annotation ({', '.join(unmarked[:5])}"
+            f"{', ...' if len(unmarked) > 5 else ''}), {len(imageless)} annotations without an image "
+            f"({', '.join(imageless[:5])}{', ...' if len(imageless) > 5 else ''})")
+    if strict:
+        raise DataError(text + "; --strict refuses them")
+    log(text + "; the images stay unannotated (they serve pre-training), the annotations are not used")
 
 
 def _primary(annotations, stem, annotator):
@@ -92,20 +109,19 @@ def _duplicate_groups(src, stems):
     return groups
 
 
-def import_isbi2015(src, out, spacing=0.1, annotator="senior", overwrite=False, log=print):
+def import_isbi2015(src, out, spacing=0.1, annotator="senior", overwrite=False, strict=False, log=print):
     """Write the dataset folder `out` from the challenge layout under `src`; returns the Dataset."""
     src = Path(src)
     if annotator not in ANNOTATORS:
         raise DataError(f"--annotator must be one of {', '.join(ANNOTATORS)}, got {annotator!r}")
-    if not (isinstance(spacing, (int, float)) and spacing > 0):
-        raise DataError(f"--spacing must be a positive number of mm per pixel, got {spacing!r}")
+    spacing = check_spacing(spacing)
     images = sorted(p for p in (src / "RawImage").glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not images:
         raise DataError(f"{src}: no RawImage/<folder>/NNN.bmp|png images (is this the ISBI 2015 layout?)")
     stems = {p.stem for p in images}
-    annotations, groups = _read_annotators(src, stems), _duplicate_groups(src, stems)
+    annotations, groups = _read_annotators(src, stems, strict, log), _duplicate_groups(src, stems)
     rows, used = [], {}
-    with DatasetWriter(out, overwrite) as writer:
+    with DatasetWriter(src, out, overwrite) as writer:
         for path in images:
             pts, found = _primary(annotations, path.stem, annotator)
             for who, points in annotations.items():

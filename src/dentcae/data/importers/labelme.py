@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..dataset import DataError
-from .common import DatasetWriter, check_inside, image_size
+from .common import DatasetWriter, check_inside, check_spacing, image_size, regular_file
 
 
 def _points(doc, landmarks, where):
@@ -48,7 +48,9 @@ def _image(doc, json_path, src, where):
         path = (json_path.parent / rel.replace("\\", "/")).resolve()
         if path.is_relative_to(src.resolve()) and path.is_file():
             return "file", path
-    if doc.get("imageData"):
+    if doc.get("imageData") is not None:
+        if not isinstance(doc["imageData"], str):
+            raise DataError(f"{where}: imageData must be a base64 text, got {type(doc['imageData']).__name__}")
         try:
             raw = base64.b64decode(doc["imageData"], validate=True)
         except (binascii.Error, ValueError):
@@ -62,11 +64,11 @@ def _image(doc, json_path, src, where):
 
 def _read_json(path):
     try:
-        doc = json.loads(path.read_text(encoding="utf-8-sig"))
+        doc = json.loads(regular_file(path, "LabelMe file").read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(doc, dict):
-        raise DataError(f"{path}: not a LabelMe file (expected a JSON object with 'shapes')")
+    if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
+        raise DataError(f"{path}: not a LabelMe file (expected a JSON object with a list 'shapes')")
     return doc
 
 
@@ -88,19 +90,26 @@ def _one(writer, path, src, landmarks, skip_bad, problems):
     return {"image": name, "points": pts, "group": stem}
 
 
-def import_labelme(src, out, landmarks, spacing, names=None, skip_bad=False, overwrite=False, log=print):
-    """Write the dataset folder `out` from the LabelMe files under `src`; returns the Dataset."""
+def import_labelme(src, out, landmarks, spacing, names=None, skip_bad=False, overwrite=False, strict=False,
+                   log=print):
+    """Write the dataset folder `out` from the LabelMe files under `src`; returns the Dataset.
+    `strict` refuses files left unannotated by `skip_bad` instead of keeping their images."""
+    if not landmarks:
+        raise DataError("--landmarks: give the point labels to import, e.g. --landmarks S,N")
     src, names = Path(src), names or list(landmarks)
-    if len(names) != len(landmarks) or len(set(names)) != len(names) or not landmarks:
-        raise DataError("--names must give one distinct new name per --landmarks label")
-    if not (isinstance(spacing, (int, float)) and spacing > 0):
-        raise DataError(f"--spacing must be a positive number of mm per pixel, got {spacing!r}")
+    if len(names) != len(landmarks) or len(set(names)) != len(names) or len(set(landmarks)) != len(landmarks):
+        raise DataError("--landmarks and --names must give distinct labels, one new name per label")
+    spacing = check_spacing(spacing)
     files = sorted(p for p in src.rglob("*.json") if not any(part.startswith(".") for part in p.relative_to(src).parts))
     if not files:
         raise DataError(f"{src}: no LabelMe *.json files")
     problems = []
-    with DatasetWriter(out, overwrite) as writer:
+    with DatasetWriter(src, out, overwrite) as writer:
         rows = [_one(writer, p, src, list(landmarks), skip_bad, problems) for p in files]
+        if not any(r["points"] is not None for r in rows) or (strict and problems):
+            raise DataError(f"{src}: {len(problems)} of {len(rows)} files have no usable landmarks "
+                            f"({problems[0]['error'] if problems else 'none'}); "
+                            f"{'--strict refuses them' if strict else 'nothing to import'}")
         meta = {"name": Path(out).name, "landmarks": list(names), "spacing_mm": float(spacing), "layout": "whole",
                 "synthetic": False, "description": f"imported from LabelMe files in {src.resolve()}"}
         report = {"source": str(src.resolve()), "format": "labelme", "labels": list(landmarks),
