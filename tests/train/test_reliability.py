@@ -1,6 +1,7 @@
 """Nothing outside the run folder is touched, wrong models are refused, locks,
 and inputs Caffe would abort on are refused with a clear error first."""
 import json
+import re
 import shutil
 
 import pytest
@@ -59,7 +60,7 @@ def test_config_ranges_and_numbers_written_as_1e_minus_3(phantom, tmp_path):
     assert load_config(path)["solver"]["base_lr"] == 1e-4
     for bad, key in (("solver.max_iter=0", "max_iter"), ("solver.batch_size=0", "batch_size"),
                      ("solver.test_interval=0", "test_interval"), ("solver.snapshot=-1", "snapshot")):
-        with pytest.raises(ConfigError, match=rf"'solver.{key}' must be at least"):
+        with pytest.raises(ConfigError, match=rf"'solver.{key}' must be (at least|between)"):
             load_config(path, [bad])
     with pytest.raises(ConfigError, match=r"'solver.stepsize' must be at least 1"):
         load_config(path, ["solver.lr_policy=step", "solver.stepsize=0"])
@@ -210,3 +211,24 @@ def test_an_interrupted_start_does_not_block_the_next_plain_run(phantom, clean_t
     from dentcae.train.stages import TrainingError
     with pytest.raises(TrainingError, match="exists: pass --resume"):      # a finished run is protected
         train(cfg, log=quiet)
+
+
+BAD_VALUES = [("model.heatmap_sigma=0", "model.heatmap_sigma"), ("prepare.augment.scale=1.5", "prepare.augment.scale"),
+              ("model.head_width=0", "model.head_width"), ("solver.random_seed=-1", "solver.random_seed"),
+              ("prepare.augment.rotate_deg=400", "prepare.augment.rotate_deg"), ("seed=-3", "seed"),
+              ("train.loss_explode_factor=0.5", "train.loss_explode_factor"), ("solver.base_lr=.nan", "solver.base_lr"),
+              ("solver.stepvalue=[5, 2]", "solver.stepvalue"), ("prepare.augment.noise=-1", "prepare.augment.noise"),
+              ("model.num_landmarks=0", "model.num_landmarks"), ("prepare.folds=3", None)]
+
+
+@pytest.mark.parametrize("setting, key", BAD_VALUES)
+def test_every_numeric_key_has_a_checked_range(phantom, tmp_path, setting, key):
+    path = tiny_config(tmp_path, phantom, model={"head": "heatmap"})
+    if key is None:                                   # folds 3 with fold 5: the fold does not exist
+        with pytest.raises(ConfigError, match=r"'prepare.fold' must be below prepare.folds \(3\)"):
+            load_config(path, [setting, "prepare.fold=5"])
+        return
+    with pytest.raises(ConfigError, match=rf"'{re.escape(key)}' must (be|list)"):
+        load_config(path, [setting])
+    code, out = run_cli("finetune", "--config", str(path), "--set", setting)
+    assert code == 2 and key in out and "Traceback" not in out

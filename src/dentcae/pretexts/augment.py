@@ -21,7 +21,7 @@ import cv2
 import h5py
 import numpy as np
 
-from ..config import ConfigError
+from ..schema import ConfigError
 from ..data.inputs import to_input, write_h5
 from ..evaluation.figures import plot_pretext
 from ..nets.alexnet import encoder, finish, inputs

@@ -10,6 +10,7 @@ conv5 (stride 16) is upsampled twice by stride-2 deconvolutions, fused with 1x1 
 conv2 and conv1, to heatmaps at stride 4, trained with a Euclidean loss against the codec's targets.
 """
 from ...codecs import heatmap as codec
+from ...schema import check_range
 from ...nets.infer import CheckpointError, check_weights
 from . import refine
 from .net import build, encoder_for, heatmap_net  # noqa: F401 (build is this head's hook)
@@ -48,6 +49,9 @@ def alternative_decodings(outputs, size, train_labels):
 
 
 def check_config(cfg):
+    for key, low, high in (("model.head_width", 1, 4096), ("model.head_lr_mult", 1e-6, 1e6),
+                           ("model.heatmap_sigma", 0.25, 32)):
+        check_range(cfg, key, low, high)
     refine.check_config(cfg)
 
 

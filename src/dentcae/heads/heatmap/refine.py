@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...codecs import heatmap
-from ...config import ConfigError
+from ...schema import ConfigError
 from ...data.augment import DEFAULTS as AUGMENT_DEFAULTS, intensity
 from ...data.dataset import read_image
 from ...data.geometry import resize_sample, sample_box
