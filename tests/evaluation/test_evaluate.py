@@ -71,3 +71,26 @@ def test_figures_import_no_caffe_and_no_evaluation_code():
             "'dentcae.evaluation.metrics', 'h5py')]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_settings_that_change_the_trained_run_and_damaged_prototxts(phantom, clean_tmp, quiet):
+    cfg = load_config(tiny_config(clean_tmp, phantom))
+    train(cfg, log=quiet)
+    run = run_dir(cfg)
+    for setting, key in (("prepare.split_seed=5", "prepare.split_seed"), ("prepare.input_size=99", "prepare.input_size"),
+                         ("dataset.label_budget=2", "dataset.label_budget")):
+        code, out = run_cli("evaluate", str(run), "--set", setting, "--out", str(clean_tmp / "x"))
+        assert code != 0 and key in out and "evaluate may change only test-time keys" in out, out
+        assert "Traceback" not in out and not (clean_tmp / "x").exists()
+    deploy = run / "deploy.prototxt"
+    text = deploy.read_text()
+    deploy.write_text(text[:len(text) // 2])                          # truncated mid-layer
+    code, out = run_cli("evaluate", str(run), "--out", str(clean_tmp / "x"))
+    assert code == 1 and "deploy.prototxt: not a readable net prototxt" in out and "Traceback" not in out, out
+    cut = text.index("layer {", len(text) // 2)                       # truncated between two layers
+    deploy.write_text(text[:cut])
+    code, out = run_cli("evaluate", str(run), "--out", str(clean_tmp / "x"))
+    assert code == 1 and "deploy.prototxt" in out and "Traceback" not in out, out
+    deploy.write_text(text)
+    assert run_cli("evaluate", str(run), "--out", str(clean_tmp / "x"))[0] == 0

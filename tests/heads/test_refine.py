@@ -123,6 +123,12 @@ def test_tiny_refine_run_trains_on_patches_and_refines_the_first_estimates(phant
     rc, out = run_cli("evaluate", str(run), "--set", "model.refine.passes=3", "--out", str(clean_tmp / "again"))
     assert rc == 0, out
     assert len(json.loads((clean_tmp / "again" / "summary.json").read_text())["refine_passes"]) == 3
+    fine = run / "refine" / "deploy.prototxt"
+    text = fine.read_text()
+    fine.write_text(text[:len(text) // 3])                        # a truncated refine net: Caffe would abort
+    rc, out = run_cli("evaluate", str(run), "--out", str(clean_tmp / "cut"))
+    assert rc == 1 and "refine/deploy.prototxt: not a readable net prototxt" in out and "Traceback" not in out, out
+    fine.write_text(text)
     (run / "refine" / "final.caffemodel").unlink()
     with pytest.raises(CheckpointError, match="refine net is not trained"):
         evaluate_checkpoint(None, run)

@@ -20,6 +20,7 @@ from ..data.inputs import split_inputs, split_labels
 from ..data.prepare import configured_dataset, prepare
 from ..nets.infer import CheckpointError, check_weights, predict
 from ..registry import HEADS
+from ..train.stages import training_settings
 from ..runtime.atomic import write_atomic, write_csv_atomic
 from ..runtime.backend import set_device
 from .annotators import brief, protocol_lines, protocols, test_set_of
@@ -193,10 +194,39 @@ def _by_test_set(err_mm, pred_px, samples, ds):
     return out
 
 
+def _differences(a, b, where=""):
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += _differences(a[k], b[k], f"{where}{k}.")
+        elif a.get(k) != b.get(k):
+            out.append(f"{where}{k}")
+    return out
+
+
+def check_same_training(cfg, run):
+    """A config given to evaluate a run may differ from the run's own only in test-time keys (the
+    head's TEST_TIME_KEYS) and in what does not decide the data, the split or the nets: anything
+    else would score another split or preprocessing than the one trained on, or abort Caffe."""
+    saved_path = Path(run) / "config.yaml"
+    if cfg is None or not saved_path.exists():
+        return
+    saved = load_config(saved_path)
+    changed = [k for k in _differences(training_settings(saved), training_settings(cfg))
+               if k.split(".")[0] in ("dataset", "prepare", "model", "stage")]
+    if changed:
+        raise EvaluationError(
+            f"{run} was trained with other settings of {', '.join(changed)} (its config.yaml); evaluate may change "
+            f"only test-time keys ({', '.join(HEADS.get(saved['model']['head']).TEST_TIME_KEYS) or 'none for this head'})")
+
+
 def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test", test_set=None):
     """Evaluate a landmark checkpoint on a split (or one test set of it, e.g. test2); writes and
     returns the summary (into the run folder, or <run>/eval_<test set>, unless `out`)."""
     run, weights = resolve_checkpoint(checkpoint)
+    check_same_training(cfg, run)
     cfg = cfg or load_config(run / "config.yaml")
     prep = prepare(cfg)
     samples = [r for r in prep.samples() if int(r[split])]

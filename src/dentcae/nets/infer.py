@@ -6,9 +6,11 @@
 
 Batching reshapes the Input layer; the output is the net's first output blob, one row per sample.
 """
+from pathlib import Path
+
 import numpy as np
 
-from ..runtime.backend import get_caffe
+from ..runtime.backend import caffe_pb2, get_caffe
 from .transfer import mismatches
 
 
@@ -16,15 +18,41 @@ class CheckpointError(ValueError):
     pass
 
 
+def check_prototxt(path):
+    """Refuse a net prototxt Caffe would abort on: missing, not parseable (a truncated file), a
+    layer type this Caffe lacks, or a bottom blob no earlier layer makes."""
+    from google.protobuf import text_format
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: net prototxt not found")
+    net = caffe_pb2().NetParameter()
+    try:
+        text_format.Parse(path.read_text(errors="replace"), net)
+    except text_format.ParseError as e:
+        raise CheckpointError(f"{path}: not a readable net prototxt ({e}); is it truncated?") from None
+    known, made = set(get_caffe().layer_type_list()), set(net.input)
+    for layer in net.layer:
+        if layer.type not in known:
+            raise CheckpointError(f"{path}: layer '{layer.name}' has type '{layer.type}', which this Caffe lacks")
+        missing = [b for b in layer.bottom if b not in made]
+        if missing:
+            raise CheckpointError(f"{path}: layer '{layer.name}' reads {', '.join(missing)}, which no earlier layer "
+                                  "makes (a truncated or edited file?)")
+        made.update(layer.top)
+    if not net.layer:
+        raise CheckpointError(f"{path}: the net has no layers (an empty or truncated file?)")
+    return path
+
+
 def load_net(deploy, weights):
     caffe = get_caffe()
-    return caffe.Net(str(deploy), str(weights), caffe.TEST)
+    return caffe.Net(str(check_prototxt(deploy)), str(weights), caffe.TEST)
 
 
 def net_shapes(deploy):
     """({layer: [blob shapes]} of a deploy net's parameters, its first output's shape), without weights."""
     caffe = get_caffe()
-    net = caffe.Net(str(deploy), caffe.TEST)
+    net = caffe.Net(str(check_prototxt(deploy)), caffe.TEST)
     return ({name: [tuple(b.data.shape) for b in blobs] for name, blobs in net.params.items()},
             tuple(net.blobs[net.outputs[0]].data.shape))
 
