@@ -148,6 +148,16 @@ def cmd_evaluate(args):
     return 0
 
 
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"wants a whole number >= 1, got {text!r}")
+    return value
+
+
 def _device_list(text):
     try:
         devices = [int(d) for d in text.split(",") if d.strip()]
@@ -205,7 +215,7 @@ def build_parser():
     p.set_defaults(fn=cmd_evaluate)
     p = sub.add_parser("table", help="rebuild a paper table (or ours) from its config")
     p.add_argument("table", help="configs/paper/table1.yaml, table2.yaml, configs/ours/table3.yaml, ...")
-    p.add_argument("--repeats", type=int, default=None, help="seeds per arm (default: the table's)")
+    p.add_argument("--repeats", type=_positive, default=None, help="seeds per arm (default: the table's)")
     p.add_argument("--out", default=None, help="results folder (default: the table's)")
     p.add_argument("--gpu", type=int, default=None, metavar="N")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -104,3 +104,50 @@ def test_gpus_flag_refuses_before_any_work_without_those_devices(tmp_path):
     assert not (tmp_path / "results").exists()
     code, out = run_cli("table", "configs/ours/table3.yaml", "--gpus", "0,x")
     assert code == 2 and "--gpus wants device numbers" in out
+
+
+def _table(tmp_path, **over):
+    t = {"name": "t", "set": {"runs_dir": str(tmp_path / "runs")},
+         "arms": [{"key": "a", "label": "A", "config": "configs/ours/regression_scratch.yaml"},
+                  {"key": "b", "label": "B", "config": "configs/ours/regression_scratch.yaml"}], **over}
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(t))
+    return path
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"arms": [{"key": "a", "config": "configs/ours/regression_scratch.yaml"}] * 2}, "arm keys must be distinct"),
+    ({"arms": [{"key": "../x", "config": "configs/ours/regression_scratch.yaml"}]}, r"arms\[0\].key' must be a plain folder name"),
+    ({"comparisons": [["a"]]}, r"comparisons must be a list of \[arm, arm\] pairs"),
+    ({"repeats": 0}, "repeats must be a whole number >= 1"),
+    ({"pretrainings": {"cea": "configs/paper/cae_pretrain.yaml"}}, "'cea' is not a pre-training"),
+])
+def test_a_bad_table_spec_is_refused_on_load(tmp_path, over, message):
+    with pytest.raises(ConfigError, match=message):
+        load_table(_table(tmp_path, **over))
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.parent.glob("x.lock"))
+
+
+def test_comparisons_may_be_null_and_presets_are_found_from_anywhere(tmp_path, monkeypatch):
+    assert load_table(_table(tmp_path, comparisons=None))["comparisons"] == []
+    monkeypatch.chdir(tmp_path)                                    # outside the checkout
+    assert load_preset("gpu") == {"iterations_scale": 20}
+
+
+def test_every_run_of_a_table_is_checked_before_any_trains(tmp_path):
+    from conftest import ROOT, run_cli
+    arms = [{"key": "ok", "config": str(ROOT / "configs/ours/regression_scratch.yaml")},
+            {"key": "cae_as_arm", "config": str(ROOT / "configs/paper/cae_pretrain.yaml")}]
+    code, out = run_cli("table", str(_table(tmp_path, arms=arms)))
+    assert code == 2 and "arm cae_as_arm" in out and "is a 'pretrain' config" in out and "Traceback" not in out
+    assert not (tmp_path / "runs").exists()
+    arms = [{"key": "ok", "config": str(ROOT / "configs/ours/regression_cae.yaml")}]
+    code, out = run_cli("table", str(_table(tmp_path, arms=arms)))
+    assert code == 2 and "starts from 'cae' but the table's 'pretrainings' names no 'cae' config" in out
+    pre = {"augment": str(ROOT / "configs/paper/cae_pretrain.yaml")}
+    code, out = run_cli("table", str(_table(tmp_path, arms=arms, pretrainings=pre)))
+    assert code == 2 and "not the pre-training 'augment'" in out
+    for bad in ("-1", "0", "x"):
+        code, out = run_cli("table", str(_table(tmp_path)), "--repeats", bad)
+        assert code == 2 and "wants a whole number >= 1" in out and "Traceback" not in out
+    assert not (tmp_path / "runs").exists()

@@ -27,7 +27,7 @@ from ..train.loop import train, train_subrun
 from ..train.runfiles import run_dir
 from ..train.stages import first_net_settings, subruns, training_settings
 from .render import csv_rows, first_net_lines, pretraining_lines, table_figures, tabulate
-from .spec import load_preset, load_table, resolve_run
+from .spec import check_repeats, check_runs, load_preset, load_table, resolve_run
 
 
 def _made_by(run, cfg, first_net_only=False):
@@ -102,12 +102,10 @@ def train_and_evaluate(cfg, gpu, log=print):
     return evaluate_checkpoint(cfg, run_dir(cfg), gpu=gpu)
 
 
-def _pretrainings(table):
+def _pretrainings(table, overrides):
     """{name: pre-training config} of the pre-trainings the arms start from, in the table's order."""
-    inits = {load_config(a["config"])["model"]["init"] for a in table["arms"]}
-    for init in sorted(inits - {"scratch", "imagenet"} - set(table["pretrainings"])):
-        raise ConfigError(f"{table['name']}: arms start from '{init}' but the table's 'pretrainings' names "
-                          f"no '{init}' config")
+    inits = {resolve_run(a["config"], table, a["key"], 0, overrides, a.get("set"))[0]["model"]["init"]
+             for a in table["arms"]}
     return {name: config for name, config in table["pretrainings"].items() if name in inits}
 
 
@@ -124,7 +122,7 @@ def _jobs(table, arms, devices, overrides, got, log):
 
     for r in range(table["repeats"]):
         pre_runs = {}
-        for name, config in _pretrainings(table).items():
+        for name, config in _pretrainings(table, overrides).items():
             pre_cfg = resolve(config, name, r if table["repeat_over"] == "seed" else 0)
             _train_or_reuse(pre_cfg, devices[0], log)
             pre_runs[name] = run_dir(pre_cfg)
@@ -152,13 +150,15 @@ def _run_arms(table, arms, devices, overrides, log):
     return got
 
 
-def _load(path, repeats, preset):
+def _load(path, repeats, preset, overrides):
+    """The table, its preset and repeats applied, every run it would train checked."""
     table = load_table(path)
-    table["preset"] = load_preset(preset)
+    table["preset"] = load_preset(preset, path)
     if preset:                      # its runs and results stand beside the table's own, never over them
         table["name"] = f"{table['name']}_{Path(preset).stem}"
-    if repeats:
-        table["repeats"] = repeats
+    if repeats is not None:
+        table["repeats"] = check_repeats(repeats)
+    check_runs(table, overrides)
     return table
 
 
@@ -170,7 +170,7 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=Non
     for device in devices:
         if device is not None:
             set_device(device)          # a GPU asked for but absent fails here, before any work
-    table = _load(path, repeats, preset)
+    table = _load(path, repeats, preset, overrides)
     out = Path(out or table["results_dir"])
     out.mkdir(parents=True, exist_ok=True)
     arms = {a["key"]: a for a in table["arms"]}

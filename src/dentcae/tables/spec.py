@@ -13,7 +13,7 @@ arms `<key>_<value>`. Each arm's or pre-training's run goes to runs/<table>/<nam
 from pathlib import Path
 
 from ..config import ConfigError, check_name, load_config, merge, parse_set, read_with_bases, read_yaml_mapping
-from ..registry import HEADS
+from ..registry import HEADS, PRETEXTS
 
 TABLE_KEYS = {"name", "title", "results_dir", "repeats", "repeat_over", "pretrainings", "set", "sweep",
               "arms", "comparisons", "note"}
@@ -30,7 +30,7 @@ def _check_keys(t):
 
 
 def _check_arms(path, t):
-    if not isinstance(t.get("arms"), list) or not all(isinstance(a, dict) for a in t["arms"]):
+    if not isinstance(t.get("arms"), list) or not all(isinstance(a, dict) for a in t["arms"]) or not t["arms"]:
         raise ConfigError(f"{path}: a table needs 'arms', a list of mappings with key, label and config")
     for i, arm in enumerate(t["arms"]):
         missing = {"key", "config"} - set(arm)
@@ -39,6 +39,28 @@ def _check_arms(path, t):
         for key in arm:
             if key not in ARM_KEYS:
                 raise ConfigError(f"{path}: arms[{i}]: unknown key '{key}' (known: {', '.join(sorted(ARM_KEYS))})")
+        check_name(arm["key"], f"arms[{i}].key")          # it names run folders
+        if not isinstance(arm.get("set") or {}, dict):
+            raise ConfigError(f"{path}: arms[{i}].set must be a mapping of dotted keys")
+    keys = [a["key"] for a in t["arms"]]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ConfigError(f"{path}: arm keys must be distinct (each names a row and a run folder): {', '.join(twice)}")
+
+
+def _check_spec(path, t):
+    """Pre-trainings named after registered ones, comparisons as pairs, repeats a whole number."""
+    pre = t.get("pretrainings") or {}
+    if not isinstance(pre, dict) or not all(isinstance(v, str) for v in pre.values()):
+        raise ConfigError(f"{path}: pretrainings must map a pre-training's name to its config file")
+    for name in pre:
+        if name not in PRETEXTS.names():
+            raise ConfigError(f"{path}: pretrainings: '{name}' is not a pre-training (known: {', '.join(PRETEXTS.names())})")
+    comps = t.get("comparisons") or []
+    if not isinstance(comps, list) or not all(isinstance(c, list) and len(c) == 2 for c in comps):
+        raise ConfigError(f"{path}: comparisons must be a list of [arm, arm] pairs")
+    t["comparisons"] = comps
+    check_repeats(t.get("repeats", 1), f"{path}: repeats")
 
 
 def _slug(value):
@@ -65,6 +87,7 @@ def load_table(path):
     path = Path(path)
     t = read_with_bases(path, _check_keys, what="table config")
     _check_arms(path, t)
+    _check_spec(path, t)
     t = _expand_sweep(path, t)
     if "name" not in t:
         raise ConfigError(f"{path}: a table needs a 'name' (its runs go to runs/<name>/)")
@@ -73,7 +96,7 @@ def load_table(path):
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     keys = [a["key"] for a in t["arms"]]
-    for a, b in t.get("comparisons") or []:
+    for a, b in t["comparisons"]:
         if a not in keys or b not in keys:
             raise ConfigError(f"{path}: comparison [{a}, {b}] names an arm that is not in 'arms'")
     t.setdefault("repeats", 1)
@@ -85,14 +108,32 @@ def load_table(path):
     return t
 
 
+def check_repeats(repeats, what="--repeats"):
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ConfigError(f"{what} must be a whole number >= 1, got {repeats!r}")
+    return repeats
+
+
 SCALED = ("max_iter", "stepsize", "snapshot", "test_interval")
+CHECKOUT = Path(__file__).resolve().parents[3]         # src/dentcae/tables/spec.py -> the checkout
 
 
-def load_preset(name):
-    """A schedule preset: configs/presets/<name>.yaml, or a YAML file; {} for None."""
+def preset_path(name, table=None):
+    """configs/presets/<name>.yaml looked up from the working directory, beside the table's configs
+    folder, and in the checkout dentcae runs from; or a YAML file named as such."""
+    if name.endswith((".yaml", ".yml")):
+        return Path(name)
+    places = [Path("configs/presets")] + ([Path(table).resolve().parent.parent / "presets"] if table else []) \
+        + [CHECKOUT / "configs/presets"]
+    found = [p / f"{name}.yaml" for p in places if (p / f"{name}.yaml").is_file()]
+    return found[0] if found else places[0] / f"{name}.yaml"
+
+
+def load_preset(name, table=None):
+    """A schedule preset (preset_path); {} for None."""
     if name is None:
         return {}
-    path = Path(name) if name.endswith((".yaml", ".yml")) else Path("configs/presets") / f"{name}.yaml"
+    path = preset_path(name, table)
     preset = read_yaml_mapping(path, "preset", allow_empty=False)
     scale = preset.get("iterations_scale")
     if set(preset) != {"iterations_scale"} or not isinstance(scale, int) or scale < 1:
@@ -142,3 +183,23 @@ def _merge_dotted(over, key, value):
         node = node.setdefault(p, {})
     node[parts[-1]] = value
     return over
+
+
+def check_runs(table, extra):
+    """Every run the table would train, resolved and checked before any trains: each pre-training
+    config trains its name's pre-training, each arm fine-tunes, and each arm's init has its
+    pre-training in the table."""
+    for name, config in table["pretrainings"].items():
+        cfg, _ = resolve_run(config, table, name, 0, extra)
+        if cfg["stage"] != "pretrain" or cfg["model"]["pretext"] != name:
+            raise ConfigError(f"{table['name']}: pretrainings: {name}: {config} is a '{cfg['stage']}' config of "
+                              f"model.pretext {cfg['model']['pretext']!r}, not the pre-training '{name}'")
+    for arm in table["arms"]:
+        cfg, _ = resolve_run(arm["config"], table, arm["key"], 0, extra, arm.get("set"))
+        if cfg["stage"] != "finetune":
+            raise ConfigError(f"{table['name']}: arm {arm['key']}: {arm['config']} is a '{cfg['stage']}' config; "
+                              "arms fine-tune (stage: finetune); name pre-trainings under 'pretrainings'")
+        init = cfg["model"]["init"]
+        if init not in ("scratch", "imagenet") and init not in table["pretrainings"]:
+            raise ConfigError(f"{table['name']}: arm {arm['key']} starts from '{init}' but the table's "
+                              f"'pretrainings' names no '{init}' config")
