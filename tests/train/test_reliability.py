@@ -232,3 +232,26 @@ def test_every_numeric_key_has_a_checked_range(phantom, tmp_path, setting, key):
         load_config(path, [setting])
     code, out = run_cli("finetune", "--config", str(path), "--set", setting)
     assert code == 2 and key in out and "Traceback" not in out
+
+
+def test_a_pretraining_run_of_another_kind_is_refused_by_name(phantom, tmp_path):
+    from dentcae.config import dump_config
+    cae = tiny(tmp_path, phantom, stage="pretrain", name="cae_run")
+    run = run_dir(cae)
+    run.mkdir(parents=True)
+    dump_config(cae, run / "config.yaml")
+    (run / "final.caffemodel").write_bytes(b"")
+    cfg = tiny(tmp_path, phantom, model={"init": "augment", "pretrain_run": str(run)})
+    code, out = run_cli("finetune", "--config", str(tiny_config(tmp_path, phantom, model={"init": "augment",
+                                                                                         "pretrain_run": str(run)})))
+    assert code == 1 and "is a 'pretrain' run of model.pretext 'cae', not a 'augment' pre-training" in out
+    assert not run_dir(cfg).exists()
+
+
+def test_a_heatmap_run_without_labelled_training_images_says_so(tmp_path, quiet):
+    from dentcae.data.phantom import write_phantom
+    from dentcae.train.stages import TrainingError
+    root = write_phantom(tmp_path / "unlabelled", images=6, annotated=0, seed=1)
+    cfg = tiny(tmp_path, root, model={"head": "heatmap"})
+    with pytest.raises(TrainingError, match=r"split 'reg_train' has no samples: fine-tuning needs annotated"):
+        train(cfg, log=quiet)

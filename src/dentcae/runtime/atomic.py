@@ -53,15 +53,41 @@ def write_csv_atomic(path, rows):
     return write_atomic(path, buf.getvalue())
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:           # another user's process
+        return True
+    return True
+
+
+def remove_stale_stages(out):
+    """Remove the temporary siblings `.<name>.partial-<pid>-*` of `out` whose writer is dead (killed
+    with -9 mid-write); a living writer's stays. Returns what was removed."""
+    out = Path(out)
+    removed = []
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        pid = stale.name[len(f".{out.name}.partial-"):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale)
+    return removed
+
+
 class StagedFolder:
     """A folder built in a hidden temporary sibling (`path`) of `out`: `commit()` replaces `out` with
     it in one rename, `discard()` removes it. As a `with` block it is discarded when the block
-    raises and stays staged otherwise (commit it yourself, after checking what was written)."""
+    raises and stays staged otherwise (commit it yourself, after checking what was written). The
+    sibling's name carries the writer's pid, so that the next writer of `out` removes it when a
+    kill -9 left it behind."""
 
     def __init__(self, out):
         self.out = Path(out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        remove_stale_stages(self.out)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-{os.getpid()}-", dir=self.out.parent))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.path, 0o777 & ~umask)          # mkdtemp's 0700 would hide it from other users

@@ -10,6 +10,7 @@ sub-runs. Nothing here names a head or a pre-training.
 import copy
 from pathlib import Path
 
+from ..config import read_yaml_mapping
 from ..data.prepare import sample_landmarks
 from ..nets.alexnet import write_net
 from ..nets.solver import solver_param, write_solver
@@ -97,7 +98,20 @@ def init_source(cfg):
     if not source.exists():
         raise TrainingError(f"{what} checkpoint {source} not found: run the pre-training first "
                             f"(make pretrain, or dentcae pretrain --config ...)")
+    _check_pretraining_kind(Path(m["pretrain_run"]), m["init"])
     return source, m["copy_layers"], {"pretraining": f"{what} run {m['pretrain_run']}"}
+
+
+def _check_pretraining_kind(run, init):
+    """model.pretrain_run must be a run of the pre-training model.init names (its config.yaml says)."""
+    saved = run / "config.yaml"
+    if not saved.exists():
+        return
+    kind = read_yaml_mapping(saved).get("model", {}).get("pretext", "cae")
+    stage = read_yaml_mapping(saved).get("stage")
+    if stage != "pretrain" or kind != init:
+        raise TrainingError(f"model.pretrain_run {run} is a '{stage}' run of model.pretext '{kind}', not a "
+                            f"'{init}' pre-training (model.init: {init})")
 
 
 def init_weights(net, source, layers, extra=None):

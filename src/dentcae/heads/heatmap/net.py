@@ -52,4 +52,4 @@ def build(k, model, **net):
 def encoder_for(size, sigma):
     """labels (N, 2K) -> {"heatmap": (N, K, H, H) Gaussian targets} of a size x size input: the
     HDF5 dataset the train net's `heatmap` top reads."""
-    return lambda labels: {"heatmap": codec.encode(labels.reshape(len(labels), -1, 2), size, sigma)}
+    return lambda labels: {"heatmap": codec.encode(labels.reshape(len(labels), labels.shape[1] // 2, 2), size, sigma)}
