@@ -178,7 +178,9 @@ def test_missing_imagenet_weights_says_where_to_get_them(phantom, clean_tmp, qui
 
 
 KINDS = {"regression": {}, "heatmap": {"model": {"head": "heatmap", "head_width": 16}},
-         "cae": {"stage": "pretrain"}, "augment": {"stage": "pretrain", "model": {"pretext": "augment"}}}
+         "cae": {"stage": "pretrain"}, "augment": {"stage": "pretrain", "model": {"pretext": "augment"}},
+         "denoise": {"stage": "pretrain", "model": {"pretext": "denoise", "head_width": 16},
+                     "prepare": {"input_size": 96, "resize": "pad"}}}
 
 
 @pytest.mark.slow
