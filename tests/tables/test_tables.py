@@ -30,14 +30,17 @@ def test_a_bad_preset_is_refused_naming_the_file(tmp_path):
         load_preset("no_such_preset")
 
 
-def test_table3_names_both_pretrainings_and_their_arms():
+def test_table3_names_its_pretrainings_and_their_arms():
     table = load_table("configs/isbi/table3.yaml")
     assert table["pretrainings"] == {"cae": "configs/paper/cae_pretrain.yaml",
-                                     "augment": "configs/ours/augment_pretrain.yaml"}
+                                     "augment": "configs/ours/augment_pretrain.yaml",
+                                     "denoise": "configs/ours/denoise_pretrain.yaml"}
     inits = {a["key"]: load_config(a["config"])["model"]["init"] for a in table["arms"]}
     assert inits == {"regression_scratch": "scratch", "regression_cae": "cae", "heatmap_scratch": "scratch",
-                     "heatmap_cae": "cae", "regression_augment": "augment", "heatmap_augment": "augment"}
+                     "heatmap_cae": "cae", "regression_augment": "augment", "heatmap_augment": "augment",
+                     "heatmap_denoise": "denoise"}
     assert ["heatmap_cae", "heatmap_augment"] in table["comparisons"]
+    assert ["heatmap_scratch", "heatmap_denoise"] in table["comparisons"]
     base = load_table("configs/ours/table3.yaml")          # the ISBI table is the same table on ISBI data
     assert {k: table[k] for k in ("arms", "comparisons", "pretrainings")} == \
         {k: base[k] for k in ("arms", "comparisons", "pretrainings")}
