@@ -1,5 +1,6 @@
-"""Every config key: its default and type (SCHEMA, and each plug-in's CONFIG), its range, and the
-checks of a resolved config's values. An unknown key, a wrong type or a value out of range is a
+"""Every config key: its default and type (SCHEMA, and each plug-in's CONFIG), its range, the
+checks of a resolved config's values, and which keys decide a trained net (training_settings: all
+but the head's test-time keys). An unknown key, a wrong type or a value out of range is a
 ConfigError that names the dotted key.
 """
 import copy
@@ -231,3 +232,25 @@ def _check_solver_ranges(sc):
         raise ConfigError("config keys 'solver.base_lr' must be > 0 and 'solver.momentum'/'momentum2' in [0, 1)")
     if sc["weight_decay"] < 0:
         raise ConfigError(f"config key 'solver.weight_decay' must be >= 0, got {sc['weight_decay']!r}")
+
+
+def without(cfg, dotted):
+    """A copy of cfg without the dotted keys (missing ones are fine)."""
+    out = copy.deepcopy(cfg)
+    for key in dotted:
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node.get(part, {})
+        node.pop(last, None)
+    return out
+
+
+def training_settings(cfg):
+    """The config without the head's test-time keys: what decides whether a net is retrained."""
+    return without(cfg, HEADS.get(cfg["model"]["head"]).TEST_TIME_KEYS)
+
+
+def first_net_settings(cfg):
+    """The config without what only the head's sub-runs read: what decides the first net."""
+    return without(cfg, [f"model.{k}" for k in HEADS.get(cfg["model"]["head"]).SUBRUN_KEYS])

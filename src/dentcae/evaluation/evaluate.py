@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ..config import load_config
+from ..schema import training_settings
 from ..data.dataset import read_image
 from ..data.geometry import sample_box, to_pixels
 from ..data.inputs import split_inputs, split_labels
 from ..data.prepare import configured_dataset, prepare
 from ..nets.infer import CheckpointError, check_weights, predict
 from ..registry import HEADS
-from ..train.stages import training_settings
 from ..runtime.atomic import write_atomic, write_csv_atomic
 from ..runtime.backend import set_device
 from .annotators import brief, protocol_lines, protocols, test_set_of

@@ -7,7 +7,6 @@ sub-runs. Nothing here names a head or a pre-training.
     {"refine": sub_cfg} == subruns(cfg)              # nets a head trains after its first
     write_config_prototxts(cfg, "prototxt/paper")    # `dentcae prototxt`
 """
-import copy
 from pathlib import Path
 
 from ..config import read_yaml_mapping
@@ -16,6 +15,7 @@ from ..nets.alexnet import write_net
 from ..nets.solver import solver_param, write_solver
 from ..nets.transfer import TransferError, check_imagenet_weights, copy_layers
 from ..registry import HEADS, PRETEXTS, stage_plugin
+from ..schema import first_net_settings, training_settings, without  # noqa: F401 (re-exported)
 
 ENCODER_CONVS = ["conv1", "conv2", "conv3", "conv4", "conv5"]
 
@@ -53,26 +53,6 @@ def subruns(cfg):
     return head_of(cfg).subruns(cfg) if cfg["stage"] == "finetune" else {}
 
 
-def without(cfg, dotted):
-    """A copy of cfg without the dotted keys (missing ones are fine)."""
-    out = copy.deepcopy(cfg)
-    for key in dotted:
-        *path, last = key.split(".")
-        node = out
-        for part in path:
-            node = node.get(part, {})
-        node.pop(last, None)
-    return out
-
-
-def training_settings(cfg):
-    """The config without the head's test-time keys: what decides whether a net is retrained."""
-    return without(cfg, head_of(cfg).TEST_TIME_KEYS)
-
-
-def first_net_settings(cfg):
-    """The config without what only the head's sub-runs read: what decides the first net."""
-    return without(cfg, [f"model.{k}" for k in head_of(cfg).SUBRUN_KEYS])
 
 
 def init_source(cfg):
