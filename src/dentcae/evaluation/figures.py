@@ -8,13 +8,18 @@
 
 Every figure is written to a temporary name and renamed when complete.
 """
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from ..runtime.atomic import atomic_path
 
-from ..runtime.atomic import atomic_path  # noqa: E402
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported when a figure is first drawn: loading a
+    config imports every pre-training, and they draw, so an import here would slow every command."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 COLOURS = ["tab:red", "tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:cyan"]
 
@@ -22,7 +27,7 @@ COLOURS = ["tab:red", "tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:
 def _save(fig, path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -36,7 +41,7 @@ def _smooth(it, loss):
 
 def plot_learning_curves(curves, path, title="Learning curves", ylabel="Euclidean loss"):
     """curves: {label: {"train": (iters, losses), "test": (iters, losses)}}."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4))
     for (label, phases), colour in zip(curves.items(), COLOURS * 3):
         for ax, phase in zip(axes, ("train", "test")):
             it, loss = phases.get(phase, ([], []))
@@ -58,7 +63,7 @@ def plot_learning_curves(curves, path, title="Learning curves", ylabel="Euclidea
 def plot_reconstructions(inputs, reconstructions, path, title="CAE"):
     """Input vs reconstruction, one row per sample: (N, H, W) grey arrays in 0..255."""
     n = len(inputs)
-    fig, axes = plt.subplots(n, 2, figsize=(6, 3 * n), squeeze=False)
+    fig, axes = _pyplot().subplots(n, 2, figsize=(6, 3 * n), squeeze=False)
     for i in range(n):
         for j, (img, name) in enumerate(((inputs[i], "(a) input"), (reconstructions[i], "(b) reconstruction"))):
             axes[i, j].imshow(np.clip(img, 0, 255), cmap="gray", vmin=0, vmax=255)
@@ -71,7 +76,7 @@ def plot_reconstructions(inputs, reconstructions, path, title="CAE"):
 def plot_pretext(curves, matrix, methods, path, title="augmentation pretext"):
     """(a) loss, (b) held-out accuracy against chance, (c) the confusion matrix (rows: applied,
     columns: named), of an augmentation-pretext run."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = _pyplot().subplots(1, 3, figsize=(15, 4.5))
     for phase, colour in (("train", COLOURS[0]), ("test", COLOURS[1])):
         it, loss = curves.get(phase, ([], []))
         axes[0].plot(*(_smooth(it, loss) if phase == "train" else (it, loss)), color=colour, label=phase)
@@ -121,7 +126,7 @@ def plot_detections(panels, path, height_in=5.0):
     """Ground truth (green circles) and each arm's predictions (crosses, joined to the truth) on
     whole images; each panel is as wide as its image's aspect ratio asks, so none is squeezed."""
     widths = [p["image"].shape[1] / p["image"].shape[0] for p in panels]
-    fig, axes = plt.subplots(1, len(panels), figsize=(height_in * sum(widths) + 0.3, height_in + 0.8),
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(height_in * sum(widths) + 0.3, height_in + 0.8),
                              squeeze=False, gridspec_kw={"width_ratios": widths})
     for ax, panel in zip(axes[0], panels):
         _detection_panel(ax, panel, COLOURS * 3)
@@ -132,7 +137,7 @@ def plot_detections(panels, path, height_in=5.0):
 
 def plot_error_cdf(errors, path, thresholds=(2.0, 2.5, 3.0, 4.0)):
     """Cumulative distribution of radial errors (mm) per arm, with the SDR thresholds marked."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
     for (label, e), colour in zip(errors.items(), COLOURS * 3):
         e = np.sort(np.asarray(e, float).reshape(-1))
         ax.step(e, np.arange(1, len(e) + 1) / len(e), where="post", color=colour, label=label)
