@@ -154,3 +154,15 @@ def test_every_run_of_a_table_is_checked_before_any_trains(tmp_path):
         code, out = run_cli("table", str(_table(tmp_path)), "--repeats", bad)
         assert code == 2 and "wants a whole number >= 1" in out and "Traceback" not in out
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_table_says_what_data_each_arm_saw_when_they_differ():
+    from dentcae.tables.run import data_lines
+    d = {"dataset": "isbi", "synthetic": False, "landmarks": ["a"], "labelled_train_images": 150,
+         "label_budget": None, "test_images": 250, "test_samples": 250, "split": "reg_test",
+         "pretrain_images": 150, "spacing_mm": [0.3], "input_size": 256, "leaks": {}}
+    arms = {"all": {"label": "150 labels"}, "drop": {"label": "130 labels"}}
+    same = data_lines(arms, {"all": d, "drop": dict(d)})
+    assert same.startswith("Data: isbi (real X-rays)") and "\n" not in same
+    two = data_lines(arms, {"all": d, "drop": {**d, "labelled_train_images": 130}})
+    assert two.splitlines()[0].startswith("- 150 labels: Data:") and "trained on 130 labelled" in two.splitlines()[1]

@@ -76,6 +76,7 @@ class _Collected:
         self.wall_s = {}                          # training seconds per arm (sub-runs included), all repeats
         self.first_net = {}                       # refined arms: the first net's stats per repeat
         self.protocols = {}                       # repeat 0 per arm: scores per test set and annotation
+        self.data_by_arm = {}                     # repeat 0 per arm: what it was trained and tested on
 
     def add(self, key, cfg, summary):
         run = run_dir(cfg)
@@ -92,6 +93,7 @@ class _Collected:
         if "coarse_decoding" in summary:
             self.first_net.setdefault(key, []).append(summary["coarse_decoding"])
         self.protocols.setdefault(key, summary.get("protocols"))
+        self.data_by_arm.setdefault(key, summary["data"])
         self.baselines.append(summary["baseline_mean_shape_mre_mm"])
 
 
@@ -150,6 +152,14 @@ def _run_arms(table, arms, devices, overrides, log):
     return got
 
 
+def data_lines(arms, data_by_arm):
+    """The data sentence of the table: one when every arm saw the same data, else one per arm."""
+    sentences = {key: describe(d) for key, d in data_by_arm.items()}
+    if len(set(sentences.values())) == 1:
+        return next(iter(sentences.values()))
+    return "\n".join(f"- {arms[key]['label']}: {text}" for key, text in sentences.items())
+
+
 def _load(path, repeats, preset, overrides):
     """The table, its preset and repeats applied, every run it would train checked."""
     table = load_table(path)
@@ -176,8 +186,8 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=Non
     arms = {a["key"]: a for a in table["arms"]}
     got = _run_arms(table, arms, devices, overrides, log)
     result = tabulate(table, arms, got.errors, got.names, sorted(got.replaced), got.synthetic, got.samples,
-                      describe(got.data), got.wall_s)
-    result["data"] = got.data
+                      data_lines(arms, got.data_by_arm), got.wall_s)
+    result["data"], result["data_by_arm"] = got.data, got.data_by_arm
     result["preset"] = table["preset"] or None
     baseline = float(np.mean(got.baselines))
     result["baseline_mean_shape_mre_mm"] = baseline
