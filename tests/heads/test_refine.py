@@ -13,7 +13,7 @@ from dentcae.config import ConfigError, load_config
 from dentcae.evaluation.evaluate import evaluate_checkpoint
 from dentcae.heads.heatmap import refine
 from dentcae.nets.infer import CheckpointError
-from dentcae.train.stages import training_settings
+from dentcae.schema import training_settings
 from dentcae.data.prepare import prepare
 from dentcae.train.runfiles import run_dir
 from dentcae.train.loop import train

@@ -25,7 +25,8 @@ from ..runtime.backend import set_device
 from ..runtime.jobs import run_jobs
 from ..train.loop import train, train_subrun
 from ..train.runfiles import run_dir
-from ..train.stages import first_net_settings, subruns, training_settings
+from ..schema import first_net_settings, training_settings
+from ..train.stages import subruns
 from .render import csv_rows, first_net_lines, pretraining_lines, table_figures, tabulate
 from .spec import check_repeats, check_runs, load_preset, load_table, resolve_run
 
@@ -122,9 +123,10 @@ def _jobs(table, arms, devices, overrides, got, log):
             got.replaced.add(note)
         return cfg
 
+    pretrainings = _pretrainings(table, overrides)
     for r in range(table["repeats"]):
         pre_runs = {}
-        for name, config in _pretrainings(table, overrides).items():
+        for name, config in pretrainings.items():
             pre_cfg = resolve(config, name, r if table["repeat_over"] == "seed" else 0)
             _train_or_reuse(pre_cfg, devices[0], log)
             pre_runs[name] = run_dir(pre_cfg)

@@ -28,11 +28,11 @@ from ..registry import stage_plugin
 from ..runtime.atomic import atomic_path, write_atomic
 from ..runtime.backend import caffe_pb2, get_caffe, seed_caffe, set_device
 from ..runtime.locks import exclusive
+from ..schema import training_settings
 from .losslog import LossLog
 from .runfiles import check_finite, run_dir, write_run_files
 from .snapshots import Snapshots, non_finite_layers, replay
-from .stages import (TrainingError, init_source, init_weights, stage_data, stage_splits, subruns,  # noqa: F401
-                     training_settings)
+from .stages import TrainingError, init_source, init_weights, stage_data, stage_splits, subruns  # noqa: F401
 
 
 

@@ -15,7 +15,6 @@ from ..nets.alexnet import write_net
 from ..nets.solver import solver_param, write_solver
 from ..nets.transfer import TransferError, check_imagenet_weights, copy_layers
 from ..registry import HEADS, PRETEXTS, stage_plugin
-from ..schema import first_net_settings, training_settings, without  # noqa: F401 (re-exported)
 
 ENCODER_CONVS = ["conv1", "conv2", "conv3", "conv4", "conv5"]
 
