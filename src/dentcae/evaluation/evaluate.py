@@ -23,7 +23,8 @@ from ..nets.infer import CheckpointError, check_weights, predict
 from ..registry import HEADS
 from ..runtime.atomic import write_atomic, write_csv_atomic
 from ..runtime.backend import set_device
-from .annotators import brief, protocol_lines, protocols, test_set_of
+from . import cephalometry
+from .annotators import annotation_pixels, brief, protocol_lines, protocols, test_set_of
 from .figures import plot_detections, plot_error_cdf
 from .metrics import (PRED_FIELDS, SDR_MM, markdown_table, prediction_rows, radial_errors_mm,
                       read_predictions, summarize)
@@ -194,6 +195,26 @@ def _by_test_set(err_mm, pred_px, samples, ds):
     return out
 
 
+def _measurements(pred_px, gt_px, samples, names, ds):
+    """The 8 ISBI measurements' agreement (cephalometry.py) over all test samples and per test set,
+    and between the annotators on the same images when there are two, when the landmarks include
+    those they need (whole images only: a half has no profile)."""
+    if not cephalometry.has_landmarks(names) or any(s["side"] != "whole" for s in samples):
+        return {}
+    spacing = [float(s["spacing_mm"]) for s in samples]
+    sets = sorted({test_set_of(s) for s in samples})
+    groups = {"all": list(range(len(samples)))}
+    groups.update({n: [i for i, s in enumerate(samples) if test_set_of(s) == n] for n in sets if len(sets) > 1})
+    out = {n: cephalometry.agreement(pred_px[i], gt_px[i], names, [spacing[j] for j in i]) for n, i in groups.items()}
+    pair = sorted(ds.annotations)[:2]
+    if len(pair) == 2:
+        a, b = (annotation_pixels(ds, samples, who) for who in pair)
+        ok = [i for i in range(len(samples)) if np.isfinite(a[i]).all() and np.isfinite(b[i]).all()]
+        out[f"inter_observer_{pair[1]}_vs_{pair[0]}"] = cephalometry.agreement(b[ok], a[ok], names,
+                                                                                [spacing[i] for i in ok])
+    return {"measurements": out}
+
+
 def _differences(a, b, where=""):
     """Dotted keys whose values differ between two nested dicts."""
     keys = sorted(set(a) | set(b))
@@ -242,6 +263,7 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test", t
     stats, err_mm = score(pred_px, gt_px, samples, names, mean_shape_pixels(split_labels(prep), samples))
     stats.update(_scores_beside(beside, stats, samples, gt_px, names))
     stats.update(_by_test_set(err_mm, pred_px, samples, ds))
+    stats.update(_measurements(pred_px, gt_px, samples, names, ds))
     out = Path(out) if out else (run if test_set is None else run / f"eval_{test_set}")
     out.mkdir(parents=True, exist_ok=True)
     rows = prediction_rows(samples, names, gt_px, pred_px, err_mm, [float(s["spacing_mm"]) for s in samples])
@@ -251,7 +273,8 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test", t
                "synthetic": ds.synthetic, "data": data_description(prep, split, samples, test_set), **stats,
                "training": training, "out": str(out)}
     summary["table_md"] = markdown_table(stats, cfg["name"] + (" (SYNTHETIC phantom)" if ds.synthetic else "")) \
-        + "\n" + describe(summary["data"]) + "\n" + protocol_lines({cfg["name"]: stats.get("protocols")})
+        + "\n" + describe(summary["data"]) + "\n" + protocol_lines({cfg["name"]: stats.get("protocols")}) \
+        + "\n" + cephalometry.agreement_lines(stats.get("measurements", {}))
     write_atomic(out / "results.md", summary["table_md"])
     write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     plot_detections(detection_panels({cfg["name"]: out / "predictions.csv"}, ds.root), out / "detections.png")
