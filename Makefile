@@ -18,7 +18,7 @@ TRAIN_FLAGS ?=
         bench table1 table2 table3 clean
 
 help:
-	@echo "make demo      synthetic phantom -> prepare -> pretrain -> finetune -> evaluate (CPU, <20 min)"
+	@echo "make demo      synthetic phantom -> prepare -> pretrain -> finetune -> evaluate -> export -> predict (CPU, <20 min)"
 	@echo "make test      the whole test suite (builds Caffe on first use, cached; trains narrow nets)"
 	@echo "make test-fast pure and data tests only: no Caffe build, no training (< 1 min)"
 	@echo "make setup     Debian packages + .venv + cached CPU Caffe build, then 'dentcae doctor'"
@@ -34,7 +34,8 @@ help:
 	@echo "make evaluate  dentcae evaluate the run of CONFIG=$(CONFIG): radial errors in mm, summary.json"
 	@echo "make table1 / make table2   rebuild the paper's Tables I / II from configs/paper/"
 	@echo "make table3    ours: regression vs heatmap head x scratch vs CAE vs augmentation pretext"
-	@echo "make bench     training images/s of the CAE and the regressor against caffe time's forward+backward bound"
+	@echo "make bench     training images/s of the CAE, regressor, heatmap and refine nets against caffe time's"
+	@echo "               forward+backward bound; predict seconds per image (Caffe, ONNX Runtime)"
 	@echo "make clean     delete runs/, results/ and data/cache/ (datasets and .venv stay)"
 	@echo "GPU=N          pass --gpu N to training (needs a CUDA build of Caffe)"
 	@echo "TRAIN_FLAGS=--resume (or --overwrite)   for make pretrain / make finetune on an existing run"

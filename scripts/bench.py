@@ -11,7 +11,11 @@ and, per step, what the update and checks cost beyond forward+backward, one test
 snapshot. --gpu N adds the same rows on CUDA device N; --caffe-time-only times the deploy nets
 (CAE, regressor, heatmap, BVLC AlexNet as a reference) at batch 16 instead, CPU and --gpu.
 Prints a table and writes results/bench.json. Speed targets live here, never in tests.
-Targets (issue 14): runner/bound >= 0.85 for the CAE and >= 0.9 for the regressor.
+The heatmap head's first net and refine net (configs/ours/heatmap_scratch.yaml) are timed the same
+way, and `dentcae predict`'s seconds per image (first net, refine net, the rest) with Caffe and
+ONNX Runtime on one ISBI-sized X-ray (an ISBI Test1 image when ../shared has it).
+Targets (issue 14): runner/bound >= 0.85 for the CAE and >= 0.9 for the regressor; (issue 23)
+>= 0.85 for the heatmap and refine nets, and predict <= 1 s per image on 2 cores.
 """
 import argparse
 import json
@@ -35,7 +39,10 @@ from dentcae.train.losslog import LossLog
 from dentcae.train.runfiles import write_run_files
 from dentcae.train.snapshots import Snapshots
 
-STAGES = {"CAE": "configs/phantom_cae_pretrain.yaml", "regressor": "configs/phantom_cae_finetune.yaml"}
+STAGES = {"CAE": ("configs/phantom_cae_pretrain.yaml", None), "regressor": ("configs/phantom_cae_finetune.yaml", None),
+          "heatmap": ("configs/ours/heatmap_scratch.yaml", None), "refine": ("configs/ours/heatmap_scratch.yaml", "refine")}
+PREDICT_CONFIG = "configs/ours/heatmap_scratch.yaml"
+ISBI_IMAGE = Path("../shared/data/isbi2015-ceph-400/RawImage/Test1Data/151.png")
 MODEL = load_config("configs/ours/heatmap_base.yaml")["model"]
 NETS = {"CAE (224)": lambda: PRETEXTS.get("cae").build(0, MODEL, size=224, deploy=True),
         "regressor (224)": lambda: HEADS.get("regression").build(4, MODEL, size=224, deploy=True),
@@ -77,9 +84,12 @@ def _runner_steps(cfg, solver, run, n):
     return _timed(one, n), snaps
 
 
-def bench_stage(label, config, iterations, tmp, gpu=None):
+def bench_stage(label, config, iterations, tmp, gpu=None, subrun=None):
     where = "cpu" if gpu is None else f"gpu{gpu}"
     cfg = load_config(config, [f"runs_dir={tmp}", "model.init=scratch", f"name=bench_{label.lower()}_{where}"])
+    if subrun:                                   # a head's sub-run (the refine net): its own config
+        cfg = HEADS.get(cfg["model"]["head"]).subruns(cfg)[subrun]
+        cfg["runs_dir"], cfg["name"] = str(tmp), f"bench_{label.lower()}_{where}"
     ensure_dataset(cfg, log=lambda m: None)
     prep = prepare(cfg, log=lambda m: None)
     run = Path(tmp) / cfg["name"]
@@ -98,7 +108,7 @@ def bench_stage(label, config, iterations, tmp, gpu=None):
     size = sum(f.stat().st_size for f in (run / "snapshots").glob("*_iter_*"))
     params = sum(b.data.size for blobs in net.params.values() for b in blobs)
     bound, runner = batch * 1000 / (fwd + bwd), batch / step
-    return {"stage": label, "device": where, "config": config, "batch": batch, "params_millions": round(params / 1e6, 1),
+    return {"stage": label, "device": where, "config": config + (f" ({subrun} sub-run)" if subrun else ""), "batch": batch, "params_millions": round(params / 1e6, 1),
             "bound_images_per_s": round(bound, 2), "runner_images_per_s": round(runner, 2),
             "ratio": round(runner / bound, 3),
             "caffe_time_forward_ms": fwd, "caffe_time_backward_ms": bwd,
@@ -142,6 +152,49 @@ def time_nets(iterations, gpu, tmp, batch=16):
     return rows
 
 
+def _timed_forwards(detector):
+    """Wrap a Detector's nets so that each call adds its seconds to a per-net total."""
+    spent = {name: 0.0 for name in detector.forwards}
+    for name, forward in list(detector.forwards.items()):
+        def timed(x, name=name, forward=forward):
+            t = time.perf_counter()
+            out = forward(x)
+            spent[name] += time.perf_counter() - t
+            return out
+        detector.forwards[name] = timed
+    return spent
+
+
+def bench_predict(tmp, iterations):
+    """Seconds per image of `dentcae predict`'s detector (first net, refine net, the rest: reading
+    aside, resizing, decoding, patches), Caffe and ONNX Runtime on the CPU, on one ISBI-sized X-ray.
+    The nets are PREDICT_CONFIG's, trained 2 iterations on the phantom: speed does not depend on
+    what the weights learned."""
+    from dentcae.data.dataset import read_image
+    from dentcae.deploy.bundle import export_bundle
+    from dentcae.deploy.engine import Detector
+    short = [f"runs_dir={tmp}", "name=bench_predict", "solver.max_iter=2", "solver.snapshot=2", "solver.test_interval=2",
+             "model.refine.max_iter=2", "model.init=scratch"]
+    cfg = load_config(PREDICT_CONFIG, short)
+    train.train(cfg, log=lambda m: None)
+    model = export_bundle(Path(tmp) / "bench_predict", Path(tmp) / "bundle", onnx=True)
+    image = ISBI_IMAGE if ISBI_IMAGE.exists() else sorted(Path(cfg["dataset"]["root"]).glob("*.png"))[0]
+    grey = read_image(image)
+    rows = []
+    for backend in ("caffe", "onnx"):
+        detector = Detector(model, backend)
+        detector(grey)                                       # warm-up
+        spent = _timed_forwards(detector)
+        total = _timed(lambda: detector(grey), iterations)
+        nets = {f"{k}_net_s": round(v / iterations, 3) for k, v in spent.items()}
+        rows.append({"backend": backend, "seconds_per_image": round(total, 3), **nets,
+                     "rest_s": round(total - sum(spent.values()) / iterations, 3),
+                     "image": f"{image.name} ({grey.shape[1]} x {grey.shape[0]} px)"})
+        print(f"predict {backend:6s} {total:6.3f} s/image  " + "  ".join(f"{k} {v:.3f}" for k, v in nets.items())
+              + f"  rest {rows[-1]['rest_s']:.3f} s  ({rows[-1]['image']}; target <= 1 s)", flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iterations", type=int, default=6, help="timed steps per measurement (default 6)")
@@ -165,9 +218,10 @@ def main():
             info["stages"] = []
             print(HEADER)
             for gpu in [None] + ([args.gpu] if args.gpu is not None else []):
-                for label, config in STAGES.items():
-                    info["stages"].append(bench_stage(label, config, args.iterations, tmp, gpu))
+                for label, (config, subrun) in STAGES.items():
+                    info["stages"].append(bench_stage(label, config, args.iterations, tmp, gpu, subrun))
                     _print(info["stages"][-1])
+            info["predict"] = bench_predict(tmp, args.iterations)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(Path(args.out), json.dumps(info, indent=1))
     print(f"wrote {args.out}")

@@ -111,3 +111,29 @@ def baseline_mm(cfg, pred_csv):
         x, y = to_pixels(mean, *sample_box(s))[int(r["landmark"]) - 1]
         errs.append(np.hypot(x - float(r["gt_x"]), y - float(r["gt_y"])) * float(s["spacing_mm"]))
     return float(np.mean(errs))
+
+
+def write_dicom(path, pixels, pixel_spacing=None, imager_spacing=None, monochrome1=False, window=None):
+    """A DICOM X-ray (pydicom) of grey `pixels` (uint8 or uint16), with the spacings given."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"        # digital X-ray
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = "DX", "phantom"
+    pixels = np.asarray(pixels)
+    bits = 8 if pixels.dtype == np.uint8 else 16
+    ds.set_pixel_data(pixels, "MONOCHROME1" if monochrome1 else "MONOCHROME2", bits)
+    if pixel_spacing is not None:
+        ds.PixelSpacing = [pixel_spacing, pixel_spacing]
+    if imager_spacing is not None:
+        ds.ImagerPixelSpacing = [imager_spacing, imager_spacing]
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.save_as(str(path), enforce_file_format=True)
+    return path

@@ -9,6 +9,8 @@
     dentcae finetune --config C             landmark head fine-tuning (model.head: regression, heatmap)
     dentcae evaluate [CHECKPOINT] [--config C] radial errors in mm, predictions.csv, summary.json
     dentcae table configs/paper/table2.yaml the paper's tables from configs, ours beside theirs
+    dentcae export RUN --out BUNDLE [--onnx] a trained detector as one self-contained folder
+    dentcae predict MODEL INPUT... --out DIR landmarks, confidence, measurements on new X-rays
 """
 import argparse
 import json
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from .config import ConfigError, load_config
 from .data.dataset import DataError
+from .deploy.commands import add_verbs as add_deploy_verbs
 from .runtime.backend import CaffeUnavailable
 
 
@@ -225,6 +228,7 @@ def build_parser():
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="schedule preset, e.g. gpu (configs/presets/gpu.yaml: iterations x20)")
     p.set_defaults(fn=cmd_table)
+    add_deploy_verbs(sub)
     return ap
 
 

@@ -27,6 +27,8 @@ A head also:
     subruns(cfg)                {name: config} of nets trained after the first (in <run>/<name>)
     SUBRUNS                     {name: plug-in} of those sub-runs (their `stage` is the name)
     after_decode(cfg, run, prep, split, labels)   [(N, K, 2) per pass] of a sub-run's refinement, or []
+    after_predict(cfg, forwards, crops, labels, outputs, mean_bgr)   on new images: (labels, (N, K)
+                                confidence in [0, 1] or None), `forwards` {net: run it on arrays}
     TEST_TIME_KEYS              dotted config keys that change evaluation only, never training
     SUBRUN_KEYS                 model keys read only by the sub-runs (a finished first net is kept)
     SCHEDULE_KEYS               dotted keys scaled with solver.max_iter by a schedule preset
@@ -65,6 +67,7 @@ HEAD_HOOKS = {"required": TRAINABLE["required"] + ("outputs", "targets", "decode
                            "alternative_decodings": lambda outputs, size, train_labels: {},
                            "subruns": lambda cfg: {}, "SUBRUNS": {},
                            "after_decode": lambda cfg, run, prep, split, labels: [],
+                           "after_predict": lambda cfg, forwards, crops, labels, outputs, mean_bgr: (labels, None),
                            "TEST_TIME_KEYS": (), "SUBRUN_KEYS": (), "SCHEDULE_KEYS": ()}}
 PRETEXT_HOOKS = {"required": TRAINABLE["required"] + ("TITLE",),
                  "optional": {**TRAINABLE["optional"], "sources": _splits_sources("cae_train", "cae_test"),

@@ -46,8 +46,9 @@ def test_refine_decoding_inverts_a_patch_target_to_the_sample_label(offset):
     centre = label * size - 0.5 + np.array(offset)               # a first estimate off by `offset` px
     m = refine.patch_matrix(centre, patch)
     target = heatmap.encode(refine.to_patch(label[None], m, size, patch)[None], patch, 2.0)[0, 0]
-    back = refine.refine_one(target, centre, size, patch, patch / 4.0)
+    back, value = refine.refine_one(target, centre, size, patch, patch / 4.0)
     assert np.abs((back - label) * size).max() < 0.1
+    assert 0.8 < value <= 1.0            # the Gaussian's height at the cell nearest the decoded point
 
 
 @pytest.mark.parametrize("shift", [4, 16])
@@ -62,7 +63,7 @@ def test_averaged_shifted_patches_decode_to_the_sample_label(shift):
     canvas, margin = refine.averaged_heatmap(hms, offsets)
     assert margin == shift // heatmap.STRIDE and canvas.shape == (hms[0].shape[0] + 2 * margin,) * 2
     np.testing.assert_allclose(canvas[margin:-margin, margin:-margin], hms[0], atol=1e-6)   # the same Gaussian
-    back = refine.refine_one(canvas, centre, size, patch, patch / 4.0, margin)
+    back, _ = refine.refine_one(canvas, centre, size, patch, patch / 4.0, margin)
     assert np.abs((back - label) * size).max() < 0.1
     assert refine.shifts({"tta_shift": 0}) == [(0, 0)]
 

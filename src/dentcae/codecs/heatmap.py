@@ -81,6 +81,18 @@ def decode(heatmaps, size):
     return (STRIDE * out + OFFSET + 0.5) / size
 
 
+def value_at(hm, x, y):
+    """A heatmap's value at the cell nearest (x, y) (heatmap pixels, inside the grid)."""
+    h, w = np.shape(hm)
+    return float(hm[int(np.clip(round(y), 0, h - 1)), int(np.clip(round(x), 0, w - 1))])
+
+
+def values_at_labels(heatmaps, labels, size):
+    """(N, K) heatmap values at (N, K, 2) normalised labels of a size x size input."""
+    cells = ((np.asarray(labels) * size - 0.5) - OFFSET) / STRIDE
+    return np.array([[value_at(hm, *c) for hm, c in zip(h, cs)] for h, cs in zip(heatmaps, cells)])
+
+
 def peak_values(heatmaps):
     """(N, K) maximum of each heatmap: how sure the net is of each landmark."""
     return np.asarray(heatmaps).reshape(*np.shape(heatmaps)[:2], -1).max(-1)

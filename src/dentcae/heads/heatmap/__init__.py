@@ -5,10 +5,13 @@ finer patches around each estimate (refine.py: this head's sub-run, trained in <
     net = build(19, cfg["model"], size=256, deploy=True)           # `heatmaps`: 19 x 63 x 63
     labels = decode(outputs, 256, train_labels)                     # shape-prior decoding
     passes = after_decode(cfg, run, prep, "reg_test", labels)      # the refine net's estimates
+    labels, confidence = after_predict(cfg, forwards, crops, labels, outputs, mean_bgr)   # new images
 
 conv5 (stride 16) is upsampled twice by stride-2 deconvolutions, fused with 1x1 projections of
 conv2 and conv1, to heatmaps at stride 4, trained with a Euclidean loss against the codec's targets.
 """
+import numpy as np
+
 from ...codecs import heatmap as codec
 from ...schema import check_range
 from ...nets.infer import CheckpointError, check_weights
@@ -72,3 +75,18 @@ def after_decode(cfg, run, prep, split, labels):
     k = prep.meta["num_landmarks"]
     check_weights(fine / "deploy.prototxt", fine / "final.caffemodel", *outputs(k), k)
     return refine.refine_passes(cfg, run, prep, split, labels)
+
+
+def after_predict(cfg, forwards, crops, labels, outputs, mean_bgr):
+    """On new images' sample crops: (final labels, (N, K) confidence). With a refine net, its passes
+    over the crops at refine.fine_size, and as confidence the refine heatmap's value at each final
+    estimate (the first net's value at its own estimate where the refine channel is flat, so it left
+    the estimate alone); without one the first net's value. Targets are Gaussians of height 1, so the
+    value is near 1 where the net sees its landmark clearly; clipped to [0, 1]."""
+    first = codec.values_at_labels(outputs, labels, cfg["prepare"]["input_size"])
+    if not refine.enabled(cfg):
+        return labels, np.clip(first, 0, 1)
+    images, r = refine.fine_crops(cfg, crops), cfg["model"]["refine"]
+    for _ in range(r["passes"]):
+        labels, values = refine.refine_pass(forwards["refine"], images, labels, r, mean_bgr)
+    return labels, np.clip(np.where(np.isfinite(values), values, first), 0, 1)

@@ -45,6 +45,7 @@ from .net import build, encoder_for  # noqa: F401 (the refine net is the head's 
 CHUNK = 1024            # training patches per HDF5 file (Caffe's HDF5Data holds one file in memory)
 TEST_PATCHES = 256      # at most this many test patches: the test loss only watches the training
 VERSION = "1"
+FLAT = 0.1              # a patch heatmap whose values span less than this is flat (no landmark seen)
 TEST_TIME = ("passes", "tta_shift")      # keys that change decoding, not training
 CONFIG = {
     "patch": 0,                     # 0: off; else the patch side in pixels of the finer sample
@@ -215,29 +216,41 @@ def averaged_heatmap(hms, offsets):
 
 
 def refine_one(hm, centre, size, patch, search, margin=0):
-    """The refined normalised label from channel k's heatmap `hm` of the patch centred on `centre`
-    (fine pixels, no rotation; grown by `margin` cells on each side, as averaged_heatmap's): decoded
-    near the patch's centre (Gaussian of sd `search` pixels)."""
+    """(the refined normalised label, the heatmap's value there) from channel k's heatmap `hm` of the
+    patch centred on `centre` (fine pixels, no rotation; grown by `margin` cells on each side, as
+    averaged_heatmap's): decoded near the patch's centre (Gaussian of sd `search` pixels)."""
     mid = ((patch - 1) / 2.0 - heatmap.OFFSET) / heatmap.STRIDE + margin
-    x, y = heatmap.decode_near(np.asarray(hm, np.float64), (mid, mid), search / heatmap.STRIDE)
+    hm = np.asarray(hm, np.float64)
+    x, y = heatmap.decode_near(hm, (mid, mid), search / heatmap.STRIDE)
     v = heatmap.STRIDE * (np.array([x, y]) - margin) + heatmap.OFFSET
-    return (v - (patch - 1) / 2.0 + centre + 0.5) / size
+    return (v - (patch - 1) / 2.0 + centre + 0.5) / size, heatmap.value_at(hm, x, y)
 
 
-def _refine_pass(net, images, estimates, r, mean_bgr, batch):
-    """One pass: each landmark's patches centred on its estimate (and the TTA offsets), channel k
-    of their averaged heatmaps decoded near the centre."""
+def refine_pass(forward, images, estimates, r, mean_bgr):
+    """One pass over fine samples: each landmark's patches centred on its estimate (and the TTA
+    offsets), channel k of their averaged heatmaps decoded near the centre. `forward` runs the refine
+    net on input arrays. Returns ((N, K, 2) refined labels, (N, K) heatmap values there, NaN where
+    channel k is flat over the patch: a channel that never learned its landmark keeps the estimate)."""
     size, patch, offsets = r["fine_size"], r["patch"], shifts(r)
-    out = np.empty_like(estimates)
-    for i, (image, labels) in enumerate(tqdm(list(zip(images, estimates)), desc="refine", unit="sample", leave=False)):
+    out, values = np.empty_like(estimates), np.empty(estimates.shape[:2])
+    for i, (image, labels) in enumerate(tqdm(list(zip(images, estimates)), desc="refine", unit="sample",
+                                             leave=False, disable=len(images) < 2)):
         centres = labels * size - 0.5
         grey = [cut(image, patch_matrix(c + np.array(o), patch), patch) for c in centres for o in offsets]
-        hms = run_net(net, to_input(np.stack(grey), mean_bgr), batch)
+        hms = forward(to_input(np.stack(grey), mean_bgr))
         hms = hms.reshape(len(centres), len(offsets), *hms.shape[1:])
         for k, c in enumerate(centres):
             canvas, margin = averaged_heatmap(hms[k, :, k], offsets)
-            out[i, k] = refine_one(canvas, c, size, patch, r["jitter"] * size, margin)
-    return out
+            out[i, k], values[i, k] = refine_one(canvas, c, size, patch, r["jitter"] * size, margin)
+            if canvas.max() - canvas.min() < FLAT:
+                values[i, k] = np.nan
+    return out, values
+
+
+def fine_crops(cfg, crops):
+    """Sample crops (cut and mirrored as prepare.py cuts them) resized to refine.fine_size."""
+    size, mode = cfg["model"]["refine"]["fine_size"], cfg["prepare"]["resize"]
+    return np.stack([resize_sample(c, size, mode)[0] for c in crops]).astype(np.float32)
 
 
 def refine_passes(cfg, run, prep, split, coarse, batch=16):
@@ -249,6 +262,7 @@ def refine_passes(cfg, run, prep, split, coarse, batch=16):
     net = load_net(Path(run) / "refine" / "deploy.prototxt", Path(run) / "refine" / "final.caffemodel")
     estimates = [np.asarray(coarse, np.float64)]
     for _ in range(r["passes"]):
-        estimates.append(_refine_pass(net, images, estimates[-1], r, prep.meta["mean_bgr"], batch))
+        estimates.append(refine_pass(lambda x: run_net(net, x, batch), images, estimates[-1], r,
+                                     prep.meta["mean_bgr"])[0])
     return estimates[1:]
 

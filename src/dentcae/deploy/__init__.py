@@ -1,0 +1,1 @@
+"""Using a trained detector: model bundles, ONNX export, predict on new X-rays."""

@@ -1,0 +1,147 @@
+"""`dentcae predict`: landmarks, confidence and cephalometric measurements on new X-rays.
+
+    report = predict_images("models/isbi", ["new_xrays/"], "predictions/", spacing=0.1, backend="onnx")
+
+Writes into `out`: predictions.csv (a row per image and landmark: pixels, millimetres when the spacing
+is known, confidence, flag), predictions.json (the same per image, with the spacing and its source,
+the warnings and the model), overlays/<image>.png, measurements.csv (the ISBI 2015 challenge's 8
+measurements and their classes, when the model's landmarks include those they need; a note in
+predictions.json otherwise) and errors.csv (every input that could not be read or predicted, with
+the reason; the others go on). Each file is written whole (temporary name, then renamed).
+"""
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ..data.dataset import DataError
+from ..evaluation import cephalometry
+from ..runtime.atomic import atomic_path, write_atomic, write_csv_atomic
+from .bundle import open_model
+from .confidence import flags
+from .engine import Detector
+from .images import list_inputs, read_xray
+from .overlay import draw_overlay
+
+FIELDS = ["image", "landmark", "x_px", "y_px", "x_mm", "y_mm", "confidence", "flag"]
+MEASUREMENT_FIELDS = ["image", "measurement", "value", "unit", "class", "meaning"]
+FOV_TOLERANCE = 0.35    # warn when a sample's field of view differs more than this from training's
+
+
+def _num(v, digits=3):
+    return "" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _fov_warning(model, xray):
+    """A warning when the image covers a very different field than the training images did (the
+    net sees every image resized to its input, so anatomy of another size is off its training)."""
+    train = model.info.get("sample_field_of_view_mm")
+    if not train or xray.spacing is None:
+        return None
+    h, w = xray.grey.shape
+    side_w = w / 2 if model.layout == "bilateral" else w
+    fov = (side_w * xray.spacing[0], h * xray.spacing[1])
+    if max(abs(a / b - 1) for a, b in zip(fov, train)) > FOV_TOLERANCE:
+        return (f"the image covers {fov[0]:.0f} x {fov[1]:.0f} mm; the model was trained on about "
+                f"{train[0]:.0f} x {train[1]:.0f} mm: check the spacing, and expect larger errors")
+    return None
+
+
+def _image_record(model, name, xray, points, confidence):
+    flagged = flags(confidence, model.threshold)
+    sx, sy = xray.spacing or (None, None)
+    marks = [{"name": n, "x_px": float(p[0]), "y_px": float(p[1]),
+              "x_mm": None if sx is None else float(p[0] * sx), "y_mm": None if sy is None else float(p[1] * sy),
+              "confidence": None if not np.isfinite(c) else float(c), "flag": bool(f)}
+             for n, p, c, f in zip(model.landmarks, points, confidence, flagged)]
+    return {"image": name, "width": int(xray.grey.shape[1]), "height": int(xray.grey.shape[0]),
+            "spacing_mm": None if xray.spacing is None else list(xray.spacing),
+            "spacing_source": xray.spacing_source, "warnings": xray.warnings, "landmarks": marks}
+
+
+def _measurements(model, rec):
+    """measurements.csv rows of one image (angles need no spacing; MW needs one)."""
+    pts = np.array([[m["x_px"], m["y_px"]] for m in rec["landmarks"]])
+    sp = rec["spacing_mm"]
+    if sp is not None:              # measure in millimetres, so unequal x and y spacings are right
+        pts, sp = pts * np.asarray(sp), 1.0
+    values = cephalometry.measure(pts, model.landmarks, sp)
+    classes = cephalometry.classify(values)
+    return [[rec["image"], m, _num(values[m], 2 if m != "FHI" else 3), cephalometry.UNITS.get(m, "deg"),
+             "" if classes[m] is None else classes[m][0], "" if classes[m] is None else classes[m][1]]
+            for m in cephalometry.ORDER]
+
+
+def _write_overlay(out, rec, xray, model):
+    path = out / "overlays" / Path(rec["image"]).with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pts = [(m["x_px"], m["y_px"]) for m in rec["landmarks"]]
+    picture = draw_overlay(xray.grey, pts, model.landmarks, [m["flag"] for m in rec["landmarks"]], rec["image"])
+    with atomic_path(path) as tmp:
+        cv2.imwrite(str(tmp), picture)
+
+
+def check_out(out, inputs):
+    """Refuse an output folder that holds something other than an earlier prediction, or that lies
+    inside an input folder (its overlays would be read as inputs next time)."""
+    out = Path(out)
+    for given in inputs:
+        if Path(given).is_dir() and (out.resolve() == Path(given).resolve()
+                                     or Path(given).resolve() in out.resolve().parents):
+            raise ValueError(f"--out {out} lies inside the input folder {given}; choose a folder outside it")
+    if out.exists() and any(out.iterdir()) and not (out / "predictions.json").exists():
+        raise ValueError(f"--out {out} exists and holds other files; choose a new or empty folder")
+
+
+def _files(model, out, records, errors, measure):
+    rows = [FIELDS] + [[r["image"], m["name"], _num(m["x_px"]), _num(m["y_px"]), _num(m["x_mm"]), _num(m["y_mm"]),
+                        _num(m["confidence"]), int(m["flag"])] for r in records for m in r["landmarks"]]
+    write_csv_atomic(out / "predictions.csv", rows)
+    if measure:
+        write_csv_atomic(out / "measurements.csv",
+                         [MEASUREMENT_FIELDS] + [row for r in records for row in _measurements(model, r)])
+    write_csv_atomic(out / "errors.csv", [["image", "error"]] + errors)
+
+
+def predict_images(model_path, inputs, out, spacing=None, backend="caffe", gpu=None, overlays=True):
+    """Predict every input image; returns {"images", "failed", "seconds", "out"}."""
+    check_out(out, inputs)
+    model = open_model(model_path)
+    files = list_inputs(inputs)
+    if not files:
+        raise FileNotFoundError(f"no images among {', '.join(map(str, inputs))} (suffixes: png, jpg, bmp, tif, dcm)")
+    detector, out = Detector(model, backend, gpu), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    measure = cephalometry.has_landmarks(model.landmarks)
+    records, errors, start = [], [], time.time()
+    bar = tqdm(files, desc="predict", unit="image")
+    for path, name in bar:
+        try:
+            xray = read_xray(path, spacing)
+            points, confidence = detector(xray.grey)
+        except (DataError, OSError, ValueError) as e:
+            errors.append([name, str(e)])
+            continue
+        warning = _fov_warning(model, xray)
+        xray.warnings += [warning] if warning else []
+        if xray.spacing is None:
+            xray.warnings.append("no pixel spacing (none in the file, no --spacing): coordinates in pixels only")
+        records.append(_image_record(model, name, xray, points, confidence))
+        if overlays:
+            _write_overlay(out, records[-1], xray, model)
+        bar.set_postfix(images_per_s=f"{len(records) / max(time.time() - start, 1e-9):.2f}")
+    seconds = time.time() - start
+    _files(model, out, records, errors, measure)
+    summary = {"model": {"name": model.name, "path": str(model.path), "head": model.info["head"],
+                         "trained_on": model.info.get("training_data"), "test_metrics": model.info.get("test_metrics"),
+                         "confidence": model.info.get("confidence")},
+               "backend": backend, "images": records, "failed": [{"image": n, "error": e} for n, e in errors],
+               "measurements": "measurements.csv" if measure else
+               "none: the model's landmarks do not include the ISBI 2015 set the 8 measurements need",
+               "seconds": seconds}
+    write_atomic(out / "predictions.json", json.dumps(summary, indent=1))
+    return {"images": len(records), "failed": len(errors), "seconds": seconds, "out": str(out),
+            "warnings": sorted({w for r in records for w in r["warnings"]})}

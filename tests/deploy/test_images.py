@@ -1,0 +1,72 @@
+"""New X-rays for `dentcae predict`: which files, their pixels (PNG, TIFF, DICOM) and their spacing."""
+import cv2
+import numpy as np
+import pytest
+
+from dentcae.data.dataset import DataError
+from dentcae.deploy.images import list_inputs, read_xray
+
+from conftest import write_dicom
+
+
+@pytest.fixture
+def grey():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (80, 64)).astype(np.uint8)
+
+
+def test_dicom_pixel_spacing_is_used_and_pixels_match_the_png(tmp_path, grey):
+    cv2.imwrite(str(tmp_path / "a.png"), grey)
+    write_dicom(tmp_path / "a.dcm", grey, pixel_spacing=0.3)
+    png, dcm = read_xray(tmp_path / "a.png", spacing=0.3), read_xray(tmp_path / "a.dcm")
+    np.testing.assert_array_equal(png.grey, dcm.grey)
+    assert dcm.spacing == (0.3, 0.3) and dcm.spacing_source == "PixelSpacing" and not dcm.warnings
+    assert png.spacing == (0.3, 0.3) and png.spacing_source == "--spacing"
+
+
+def test_imager_spacing_warns_and_a_disagreeing_spacing_option_loses(tmp_path, grey):
+    write_dicom(tmp_path / "d.dcm", grey, imager_spacing=0.1)
+    x = read_xray(tmp_path / "d.dcm", spacing=0.3)
+    assert x.spacing == (0.1, 0.1) and x.spacing_source == "ImagerPixelSpacing"
+    assert any("detector" in w and "magnification" in w for w in x.warnings)
+    assert any("--spacing 0.3 ignored" in w for w in x.warnings)
+
+
+def test_no_spacing_anywhere_gives_none(tmp_path, grey):
+    write_dicom(tmp_path / "n.dcm", grey)
+    cv2.imwrite(str(tmp_path / "n.png"), grey)
+    assert read_xray(tmp_path / "n.dcm").spacing is None and read_xray(tmp_path / "n.png").spacing is None
+    assert read_xray(tmp_path / "n.dcm", spacing=0.2).spacing == (0.2, 0.2)
+
+
+def test_monochrome1_is_inverted_and_16_bit_data_scaled(tmp_path, grey):
+    write_dicom(tmp_path / "m1.dcm", grey, monochrome1=True)
+    np.testing.assert_allclose(read_xray(tmp_path / "m1.dcm").grey, 255.0 - grey)
+    wide = grey.astype(np.uint16) * 257                     # 16-bit, full range: the same image
+    cv2.imwrite(str(tmp_path / "w.tif"), wide)
+    np.testing.assert_allclose(read_xray(tmp_path / "w.tif").grey, grey, atol=1e-3)
+    write_dicom(tmp_path / "w.dcm", wide)
+    np.testing.assert_allclose(read_xray(tmp_path / "w.dcm").grey, grey, atol=1e-3)
+    write_dicom(tmp_path / "win.dcm", wide, window=(32768, 65536))
+    np.testing.assert_allclose(read_xray(tmp_path / "win.dcm").grey, grey, atol=0.01)
+
+
+def test_unreadable_files_raise_data_errors_naming_them(tmp_path):
+    (tmp_path / "bad.dcm").write_bytes(b"not a dicom file")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    for name in ("bad.dcm", "bad.png"):
+        with pytest.raises(DataError, match=name):
+            read_xray(tmp_path / name)
+
+
+def test_inputs_are_files_folders_and_globs_with_unique_names(tmp_path, grey):
+    (tmp_path / "scans" / "sub").mkdir(parents=True)
+    for rel in ("scans/a.png", "scans/sub/b.tif", "scans/notes.txt", "c.png", "other/a.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / rel), grey) if rel.endswith(("png", "tif")) else (tmp_path / rel).write_text("x")
+    write_dicom(tmp_path / "scans" / "noext", grey)         # DICOM without a suffix is found by its marker
+    found = list_inputs([str(tmp_path / "scans"), str(tmp_path / "c.png"), str(tmp_path / "other" / "*.png")])
+    names = [n for _, n in found]
+    assert names == ["a.png", "noext", "sub/b.tif", "c.png", "a~2.png"]
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        list_inputs([str(tmp_path / "nothing-here*")])

@@ -1,0 +1,190 @@
+"""A trained detector on new X-rays: export a bundle (with ONNX), predict, and get what evaluate gets.
+
+One tiny heatmap run with its refine net (and one regression run) on the SYNTHETIC phantom is
+trained per module; every test here uses it. Bilateral phantom images go through the same cut and
+mirror as training images.
+"""
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli, tiny, write_dicom
+from dentcae.data.prepare import configured_dataset, prepare
+from dentcae.deploy.bundle import BundleError, export_bundle, load_bundle
+from dentcae.evaluation.evaluate import evaluate_checkpoint
+from dentcae.train.loop import train
+from dentcae.train.runfiles import run_dir
+
+pytestmark = pytest.mark.slow
+
+
+def _trained(tmp, phantom, head):
+    model = {"head": "heatmap", "head_width": 16, "refine": {"patch": 80, "fine_size": 192, "draws": 2,
+                                                             "max_iter": 6, "batch_size": 8}} \
+        if head == "heatmap" else {"head": "regression"}
+    cfg = tiny(tmp, phantom, name=f"{head}_run", prepare={"input_size": 96, "resize": "pad"},
+               model=model, solver={"max_iter": 4, "batch_size": 4})
+    train(cfg, log=lambda *a, **k: None)
+    run = run_dir(cfg)
+    evaluate_checkpoint(None, run)
+    return cfg, run
+
+
+@pytest.fixture(scope="module")
+def heatmap_run(tmp_path_factory, phantom):
+    tmp = tmp_path_factory.mktemp("predict")
+    cfg, run = _trained(tmp, phantom, "heatmap")
+    bundle = export_bundle(run, tmp / "bundle", onnx=True)
+    yield cfg, run, bundle, tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _test_images(cfg):
+    names = dict.fromkeys(s["image"] for s in prepare(cfg).samples() if int(s["reg_test"]))
+    return [Path(cfg["dataset"]["root"]) / n for n in names]
+
+
+def _evaluated(cfg, run):
+    """{(image, landmark name): (x, y)} of evaluate's predictions.csv, in the dataset's names."""
+    ds = configured_dataset(cfg)
+    out = {}
+    with open(run / "predictions.csv") as fh:
+        for r in csv.DictReader(fh):
+            idx = ds.side_indices(r["side"])[int(r["landmark"]) - 1]
+            out[(Path(r["image"]).name, ds.landmark_names[idx])] = (float(r["pred_x"]), float(r["pred_y"]))
+    return out
+
+
+def _predicted(folder):
+    with open(Path(folder) / "predictions.csv") as fh:
+        return {(r["image"], r["landmark"]): r for r in csv.DictReader(fh)}
+
+
+def _xy(row):
+    return float(row["x_px"]), float(row["y_px"])
+
+
+def test_predict_from_a_bundle_gives_what_evaluate_gives(heatmap_run):
+    cfg, run, bundle, tmp = heatmap_run
+    images = _test_images(cfg)
+    rc, out = run_cli("predict", str(bundle.path), *map(str, images), "--out", str(tmp / "p_caffe"))
+    assert rc == 0, out
+    got, want = _predicted(tmp / "p_caffe"), _evaluated(cfg, run)
+    assert len(got) == len(want) == len(images) * 8
+    assert max(np.abs(np.subtract(_xy(got[k]), want[k])).max() for k in want) <= 0.01
+    assert all(0 <= float(r["confidence"]) <= 1 for r in got.values())
+    report = json.loads((tmp / "p_caffe" / "predictions.json").read_text())
+    assert report["model"]["name"] == "heatmap_run" and len(report["images"]) == len(images)
+    assert report["measurements"].startswith("none")          # phantom landmarks: no ISBI measurements
+    assert all((tmp / "p_caffe" / "overlays" / f"{p.stem}.png").exists() for p in images)
+    assert all(r["x_mm"] == "" for r in got.values())          # no spacing given: pixels only
+    assert "no pixel spacing" in out
+
+
+def test_onnx_runtime_predicts_the_same_without_caffe(heatmap_run):
+    """--backend onnx in a process where `import caffe` fails: within 0.05 px of Caffe's."""
+    cfg, run, bundle, tmp = heatmap_run
+    assert set(bundle.info["onnx_max_abs_diff_vs_caffe"]) == {"first", "refine"}
+    assert max(bundle.info["onnx_max_abs_diff_vs_caffe"].values()) < 1e-4
+    images = [str(p) for p in _test_images(cfg)]
+    code = ("import sys; sys.modules['caffe'] = None\n"            # `import caffe` raises ImportError
+            "from dentcae.cli import main\n"
+            f"rc = main({['predict', str(bundle.path), *images, '--out', str(tmp / 'p_onnx'), '--backend', 'onnx']!r})\n"
+            "assert 'caffe' not in sys.modules or sys.modules['caffe'] is None\n"
+            "sys.exit(rc)\n")
+    import subprocess
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    if not (tmp / "p_caffe").exists():
+        run_cli("predict", str(bundle.path), *images, "--out", str(tmp / "p_caffe"), check=True)
+    caffe_rows, onnx_rows = _predicted(tmp / "p_caffe"), _predicted(tmp / "p_onnx")
+    assert max(np.abs(np.subtract(_xy(onnx_rows[k]), _xy(caffe_rows[k]))).max() for k in caffe_rows) <= 0.05
+
+
+def test_dicom_spacing_gives_the_millimetres_of_the_png_with_spacing(heatmap_run):
+    cfg, run, bundle, tmp = heatmap_run
+    png = _test_images(cfg)[0]
+    grey = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+    folder = tmp / "dicoms"
+    folder.mkdir()
+    write_dicom(folder / "calibrated.dcm", grey, pixel_spacing=0.3)
+    write_dicom(folder / "detector.dcm", grey, imager_spacing=0.3)
+    write_dicom(folder / "bare.dcm", grey)
+    rc, out = run_cli("predict", str(bundle.path), str(png), "--spacing", "0.3", "--out", str(tmp / "p_png"))
+    assert rc == 0, out
+    rc, out = run_cli("predict", str(bundle.path), str(folder), "--out", str(tmp / "p_dcm"), "--no-overlays")
+    assert rc == 0, out
+    ref, got = _predicted(tmp / "p_png"), _predicted(tmp / "p_dcm")
+    for (image, name), row in ref.items():
+        for dicom in ("calibrated.dcm", "detector.dcm"):
+            assert float(got[(dicom, name)]["x_mm"]) == pytest.approx(float(row["x_mm"]), abs=1e-3)
+            assert float(got[(dicom, name)]["y_mm"]) == pytest.approx(float(row["y_mm"]), abs=1e-3)
+        assert got[("bare.dcm", name)]["x_mm"] == "" and got[("bare.dcm", name)]["x_px"] == row["x_px"]
+    report = {r["image"]: r for r in json.loads((tmp / "p_dcm" / "predictions.json").read_text())["images"]}
+    assert report["calibrated.dcm"]["spacing_source"] == "PixelSpacing" and not report["calibrated.dcm"]["warnings"]
+    assert any("ImagerPixelSpacing" in w for w in report["detector.dcm"]["warnings"])
+    assert report["bare.dcm"]["spacing_mm"] is None and any("pixels only" in w for w in report["bare.dcm"]["warnings"])
+
+
+def test_a_changed_weight_file_is_refused_by_name(heatmap_run, tmp_path):
+    _, _, bundle, _ = heatmap_run
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle.path, copy)
+    load_bundle(copy)                                        # intact: loads
+    weights = copy / "nets" / "refine.caffemodel"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="nets/refine.caffemodel"):
+        load_bundle(copy)
+    rc, out = run_cli("predict", str(copy), str(tmp_path), "--out", str(tmp_path.parent / "never"))
+    assert rc == 1 and "refine.caffemodel" in out and "checksum" in out
+
+
+def test_unreadable_inputs_go_to_errors_csv_and_the_rest_go_on(heatmap_run, tmp_path):
+    cfg, _, bundle, _ = heatmap_run
+    good = _test_images(cfg)[0]
+    shutil.copy(good, tmp_path / good.name)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    out = tmp_path.parent / f"{tmp_path.name}_out"
+    rc, text = run_cli("predict", str(bundle.path), str(tmp_path), "--out", str(out))
+    assert rc == 1 and "1 failed" in text
+    with open(out / "errors.csv") as fh:
+        errors = list(csv.DictReader(fh))
+    assert [e["image"] for e in errors] == ["broken.png"] and "truncated" in errors[0]["error"]
+    assert {k[0] for k in _predicted(out)} == {good.name}
+    rc, text = run_cli("predict", str(bundle.path), str(tmp_path), "--out", str(tmp_path / "inside"))
+    assert rc == 1 and "inside the input folder" in text
+
+
+def test_export_refuses_an_existing_folder_its_own_run_and_a_folder_that_is_no_run(heatmap_run):
+    cfg, run, bundle, tmp = heatmap_run
+    with pytest.raises(BundleError, match="exists"):
+        export_bundle(run, bundle.path)
+    with pytest.raises(BundleError, match="inside its run folder"):
+        export_bundle(run, run / "bundle")
+    with pytest.raises(BundleError, match="not a run folder"):
+        export_bundle(tmp / "runs", tmp / "b2")
+
+
+def test_the_regression_head_exports_and_predicts_without_confidence(phantom, tmp_path):
+    cfg, run = _trained(tmp_path, phantom, "regression")
+    rc, out = run_cli("export", str(run), "--out", str(tmp_path / "reg_bundle"), "--onnx")
+    assert rc == 0, out
+    images = _test_images(cfg)
+    for backend in ("caffe", "onnx"):
+        rc, out = run_cli("predict", str(tmp_path / "reg_bundle"), *map(str, images), "--out",
+                          str(tmp_path / backend), "--backend", backend, "--spacing", "0.25", "--no-overlays")
+        assert rc == 0, out
+    got, want = _predicted(tmp_path / "caffe"), _evaluated(cfg, run)
+    assert max(np.abs(np.subtract(_xy(got[k]), want[k])).max() for k in want) <= 0.01
+    onnx_rows = _predicted(tmp_path / "onnx")
+    assert max(np.abs(np.subtract(_xy(onnx_rows[k]), _xy(got[k]))).max() for k in got) <= 0.05
+    assert all(r["confidence"] == "" and r["flag"] == "0" for r in got.values())
+    assert all(float(r["x_mm"]) == pytest.approx(float(r["x_px"]) * 0.25, abs=1e-3) for r in got.values())
