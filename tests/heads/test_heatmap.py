@@ -134,3 +134,31 @@ def test_tiny_heatmap_training_learns_peaks_from_a_cae(phantom, clean_tmp, quiet
         silent = 0.5 * float((f["heatmap"][...] ** 2).sum()) / len(f["heatmap"])   # the loss of all-zero heatmaps
     assert curves["test"][1][-1] < 0.95 * silent          # it predicts peaks, not just an empty map
     assert np.mean(curves["train"][1][-5:]) < np.mean(curves["train"][1][:5])
+
+
+@pytest.mark.slow
+def test_masked_landmarks_contribute_no_gradient(caffe, tmp_path):
+    """heatmap_net(masked=True): the loss sees each heatmap times its landmark's mask, so a masked
+    channel's output, its 1x1 weights and its bias get exactly zero gradient; the others do not."""
+    from dentcae.heads.heatmap.net import encoder_for
+    from dentcae.data.inputs import write_h5
+    rng = np.random.default_rng(0)
+    k, size = 3, 96
+    labels = rng.uniform(0.2, 0.8, (4, 2 * k)).astype(np.float32)
+    mask = np.array([[1, 0, 1], [1, 0, 0], [1, 0, 1], [1, 0, 0]], np.float32)
+    targets = encoder_for(size, 2.0, mask)(labels)
+    assert np.all(targets["heatmap"][:, 1] == 0) and targets["heatmap"][:, 0].max() > 0.9
+    write_h5(tmp_path / "p.h5", rng.normal(0, 40, (4, 3, size, size)).astype(np.float32), labels,
+             lambda _: targets)
+    (tmp_path / "p.txt").write_text(f"{tmp_path / 'p.h5'}\n")
+    write_net(heatmap_net(k, size=size, train=(tmp_path / "p.txt", tmp_path / "p.txt"), batch=4, test_batch=4,
+                          width=8, masked=True), tmp_path / "train.prototxt")
+    net = caffe.Net(str(tmp_path / "train.prototxt"), caffe.TRAIN)
+    net.forward()
+    net.backward()
+    grad = net.blobs["heatmaps"].diff                      # d loss / d heatmaps, (N, K, H, W)
+    seen = net.blobs["heatmap_mask"].data                  # the batch's masks (HDF5Data shuffles rows)
+    assert sorted(map(tuple, seen)) == sorted(map(tuple, mask))
+    assert np.all(grad[seen == 0] == 0) and all(np.abs(g).max() > 0 for g in grad[seen == 1])
+    w, b = net.params["heatmaps"]
+    assert np.all(w.diff[1] == 0) and b.diff[1] == 0 and np.abs(w.diff[0]).max() > 0

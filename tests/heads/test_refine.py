@@ -170,3 +170,22 @@ def test_prototxt_writes_the_refine_net_beside_the_first(tmp_path):
     assert deploy in written and (tmp_path / "alexnet_heatmaps_deploy.prototxt") in written
     assert "dim: 128" in deploy.read_text() and "dim: 256" in (tmp_path / "alexnet_heatmaps_deploy.prototxt").read_text()
     assert "max_iter: 1000" in (tmp_path / "refine" / "heatmaps_solver.prototxt").read_text()
+
+
+@pytest.mark.slow
+def test_refine_loss_own_trains_each_channel_on_its_own_landmarks_patches(phantom, clean_tmp, quiet):
+    cfg = tiny(clean_tmp, phantom, name="own", prepare={"input_size": 96, "resize": "pad"},
+               model={"head": "heatmap", "head_width": 16, "refine": {"patch": 80, "fine_size": 192, "draws": 2,
+                                                                      "max_iter": 4, "batch_size": 8, "loss": "own"}},
+               solver={"max_iter": 2, "batch_size": 4})
+    train(cfg, log=quiet)
+    prep = prepare(cfg)
+    folders = list(prep.dir.glob("patches-*"))
+    assert len(folders) == 1 and json.loads((folders[0] / "patches.json").read_text())["loss"] == "own"
+    with h5py.File(folders[0] / "reg_train_0.h5", "r") as f:
+        mask, hm = f["heatmap_mask"][...], f["heatmap"][...]
+    assert np.all(mask.sum(1) == 1)                                # one landmark per patch: its own
+    assert np.all(hm[mask == 0] == 0) and np.all(hm[mask == 1].max(axis=(1, 2)) > 0.5)
+    assert "heatmap_mask" in (run_dir(cfg) / "refine" / "train.prototxt").read_text()
+    assert "heatmap_mask" not in (run_dir(cfg) / "refine" / "deploy.prototxt").read_text()
+    assert np.isfinite(evaluate_checkpoint(None, run_dir(cfg))["mre_mm"])

@@ -39,18 +39,18 @@ def fill(kind="msra", std=None):
 CONV1_STD = 0.001
 
 
-def inputs(n, size, deploy, train, batch, test_batch, label="label"):
-    """Input layer (deploy) or HDF5Data reading datasets `data` and `label` (None: data only)."""
+def inputs(n, size, deploy, train, batch, test_batch, label="label", extra=()):
+    """Input layer (deploy) or HDF5Data reading datasets `data`, `label` (None: data only) and the
+    `extra` ones (e.g. a loss mask)."""
     L = get_caffe().layers
     if deploy:
         n.data = L.Input(shape=dict(dim=[1, 3, size, size]))
         return None
+    names = ["data"] + ([label] if label else []) + list(extra)
     tops = L.HDF5Data(hdf5_data_param=dict(source=str(train[0]), batch_size=batch, shuffle=True),
-                      include=dict(phase=get_caffe().TRAIN), ntop=2 if label else 1)
-    if label:
-        n.data, n[label] = tops
-    else:
-        n.data = tops
+                      include=dict(phase=get_caffe().TRAIN), ntop=len(names))
+    for name, top in zip(names, tops if len(names) > 1 else [tops]):
+        n[name] = top
     return dict(source=str(train[1]), batch_size=test_batch)
 
 

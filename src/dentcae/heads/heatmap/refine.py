@@ -40,7 +40,7 @@ from ...data.inputs import to_input, write_h5
 from ...data.prepare import configured_dataset
 from ...nets.infer import load_net, run_net
 from ...runtime.atomic import folder_once
-from .net import build, encoder_for  # noqa: F401 (the refine net is the head's own net, on patches)
+from .net import encoder_for, heatmap_net
 
 CHUNK = 1024            # training patches per HDF5 file (Caffe's HDF5Data holds one file in memory)
 TEST_PATCHES = 256      # at most this many test patches: the test loss only watches the training
@@ -57,8 +57,17 @@ CONFIG = {
     "passes": 1,                    # test time: passes, each re-centring on the last estimate
     "tta_shift": 0,                 # test time: 0, or also patches moved +-this many fine pixels
                                     # along each axis (a multiple of the stride, 4), averaged
+    "loss": "all",                  # all: every landmark's heatmap in a patch is a target; own: only
+                                    # the landmark the patch was cut for (the channel read at test time)
 }
 STEM = "heatmaps"
+
+
+def build(k, model, **net):
+    """The head's own net on patches; with refine.loss `own` its training loss is masked to the
+    channel of each patch's own landmark (heatmap_net's `masked`)."""
+    own = model["refine"]["loss"] == "own" and not net.get("deploy")
+    return heatmap_net(k, width=model["head_width"], head_lr=model["head_lr_mult"], masked=own, **net)
 
 
 def input_size(cfg):
@@ -77,6 +86,8 @@ def check_config(cfg):
     for key in ("fine_size", "draws", "max_iter", "batch_size", "passes"):
         if r[key] < 1:
             raise ConfigError(f"config key 'model.refine.{key}' must be at least 1, got {r[key]!r}")
+    if r["loss"] not in ("all", "own"):
+        raise ConfigError(f"config key 'model.refine.loss' must be all or own, got {r['loss']!r}")
     if not 0 <= r["jitter"] < 0.5:
         raise ConfigError(f"config key 'model.refine.jitter' must be in [0, 0.5), got {r['jitter']!r}")
     if r["tta_shift"] < 0 or r["tta_shift"] % heatmap.STRIDE or (r["patch"] and r["tta_shift"] >= r["patch"] // 2):
@@ -152,11 +163,13 @@ def _draw(rng, image, labels, k, cfg, geometry=True):
     return (intensity(rng, grey, a) if geometry else grey), to_patch(labels, m, size, patch)
 
 
-def _write_patches(path, cfg, prep, grey, labels):
-    patch, sigma = cfg["model"]["refine"]["patch"], cfg["model"]["heatmap_sigma"]
+def _write_patches(path, cfg, prep, grey, labels, own):
+    """An HDF5 file of patches; `own` the landmark each was cut for (masks the loss with loss: own)."""
+    r, sigma = cfg["model"]["refine"], cfg["model"]["heatmap_sigma"]
+    mask = np.eye(len(labels[0]), dtype=np.float32)[own] if r["loss"] == "own" else None
     write_h5(path, to_input(np.stack(grey), prep.meta["mean_bgr"]),
              np.stack(labels).reshape(len(labels), -1).astype(np.float32),
-             encoder_for(patch, sigma))
+             encoder_for(r["patch"], sigma, mask))
 
 
 def _write_split(tmp, out, cfg, prep, split, draws, geometry, limit=None):
@@ -169,15 +182,18 @@ def _write_split(tmp, out, cfg, prep, split, draws, geometry, limit=None):
     for c in range(0, len(specs), CHUNK):
         drawn = [_draw(rng, images[i], labels[i], k, cfg, geometry) for i, k in specs[c:c + CHUNK]]
         names.append(f"{split}_{c // CHUNK}.h5")
-        _write_patches(tmp / names[-1], cfg, prep, [g for g, _ in drawn], [lab for _, lab in drawn])
+        _write_patches(tmp / names[-1], cfg, prep, [g for g, _ in drawn], [lab for _, lab in drawn],
+                       [k for _, k in specs[c:c + CHUNK]])
     (tmp / f"{split}.txt").write_text("".join(f"{(out / n).resolve()}\n" for n in names))
     return len(specs)
 
 
 def patch_settings(cfg):
     r = cfg["model"]["refine"]
+    own = {"loss": r["loss"]} if r["loss"] != "all" else {}      # (`all` keeps the cache key it had)
     return {"version": VERSION, "patch": r["patch"], "fine_size": r["fine_size"], "draws": r["draws"],
-            "jitter": r["jitter"], "sigma": cfg["model"]["heatmap_sigma"], "augment": cfg["prepare"]["augment"]}
+            "jitter": r["jitter"], "sigma": cfg["model"]["heatmap_sigma"], "augment": cfg["prepare"]["augment"],
+            **own}
 
 
 def patch_sources(cfg, prep):
