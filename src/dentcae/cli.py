@@ -11,6 +11,7 @@
     dentcae table configs/paper/table2.yaml the paper's tables from configs, ours beside theirs
     dentcae export RUN --out BUNDLE [--onnx] a trained detector as one self-contained folder
     dentcae predict MODEL INPUT... --out DIR landmarks, confidence, measurements on new X-rays
+    dentcae pseudo-label RUN --out DIR      a dataset with the detector's confident labels on unlabelled images
 """
 import argparse
 import json

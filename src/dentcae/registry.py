@@ -27,6 +27,7 @@ A head also:
     subruns(cfg)                {name: config} of nets trained after the first (in <run>/<name>)
     SUBRUNS                     {name: plug-in} of those sub-runs (their `stage` is the name)
     after_decode(cfg, run, prep, split, labels)   [(N, K, 2) per pass] of a sub-run's refinement, or []
+    partial_labels(cfg)         whether samples with some landmarks unlabelled train (masked), default False
     after_predict(cfg, forwards, crops, labels, outputs, mean_bgr)   on new images: (labels, (N, K)
                                 confidence in [0, 1] or None), `forwards` {net: run it on arrays}
     TEST_TIME_KEYS              dotted config keys that change evaluation only, never training
@@ -68,6 +69,7 @@ HEAD_HOOKS = {"required": TRAINABLE["required"] + ("outputs", "targets", "decode
                            "subruns": lambda cfg: {}, "SUBRUNS": {},
                            "after_decode": lambda cfg, run, prep, split, labels: [],
                            "after_predict": lambda cfg, forwards, crops, labels, outputs, mean_bgr: (labels, None),
+                           "partial_labels": lambda cfg: False,
                            "TEST_TIME_KEYS": (), "SUBRUN_KEYS": (), "SCHEDULE_KEYS": ()}}
 PRETEXT_HOOKS = {"required": TRAINABLE["required"] + ("TITLE",),
                  "optional": {**TRAINABLE["optional"], "sources": _splits_sources("cae_train", "cae_test"),

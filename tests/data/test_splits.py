@@ -44,3 +44,19 @@ def test_a_label_budget_takes_whole_groups():
     assign_splits(rows, PC, label_budget=11)
     kept = [r for r in rows if r["reg_train"]]
     assert len(kept) == 10 and all(sum(r["group"] == k["group"] for r in kept) == 2 for k in kept)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_label_budgets_nest_for_any_group_sizes(seed):
+    """The 10 labelled images are among the 25, the 25 among the 54: a label-efficiency curve adds
+    labels, it never swaps them, even when groups of 1 and 2 images mix."""
+    rows = [{"index": i, "image": f"{i:03d}.png", "group": f"g{i // 2}" if i < 90 else f"s{i}", "annotated": 1,
+             "pin": "test" if i >= 100 else "train"} for i in range(110)]       # 45 pairs, 10 single images
+    kept = {}
+    for budget in (9, 10, 25, 54, 100):
+        for r in rows:
+            r.pop("reg_train", None)
+        assign_splits(rows, {**PC, "split_seed": seed}, label_budget=budget)
+        kept[budget] = {r["image"] for r in rows if r["reg_train"]}
+        assert budget - 2 < len(kept[budget]) <= budget and not any(r["reg_train"] for r in rows[100:])
+    assert kept[9] <= kept[10] <= kept[25] <= kept[54] <= kept[100]

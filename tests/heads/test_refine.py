@@ -173,19 +173,26 @@ def test_prototxt_writes_the_refine_net_beside_the_first(tmp_path):
 
 
 @pytest.mark.slow
-def test_refine_loss_own_trains_each_channel_on_its_own_landmarks_patches(phantom, clean_tmp, quiet):
-    cfg = tiny(clean_tmp, phantom, name="own", prepare={"input_size": 96, "resize": "pad"},
+@pytest.mark.parametrize("loss", ["own", "inside"])
+def test_refine_loss_masks_the_channels_a_patch_does_not_train(phantom, clean_tmp, quiet, loss):
+    """own: only the channel of the landmark the patch was cut for; inside: those of the landmarks
+    inside the patch. Masked channels hold zero targets (and get no gradient: test_heatmap.py)."""
+    cfg = tiny(clean_tmp, phantom, name=loss, prepare={"input_size": 96, "resize": "pad"},
                model={"head": "heatmap", "head_width": 16, "refine": {"patch": 80, "fine_size": 192, "draws": 2,
-                                                                      "max_iter": 4, "batch_size": 8, "loss": "own"}},
+                                                                      "max_iter": 4, "batch_size": 8, "loss": loss}},
                solver={"max_iter": 2, "batch_size": 4})
     train(cfg, log=quiet)
     prep = prepare(cfg)
     folders = list(prep.dir.glob("patches-*"))
-    assert len(folders) == 1 and json.loads((folders[0] / "patches.json").read_text())["loss"] == "own"
+    assert len(folders) == 1 and json.loads((folders[0] / "patches.json").read_text())["loss"] == loss
     with h5py.File(folders[0] / "reg_train_0.h5", "r") as f:
-        mask, hm = f["heatmap_mask"][...], f["heatmap"][...]
-    assert np.all(mask.sum(1) == 1)                                # one landmark per patch: its own
-    assert np.all(hm[mask == 0] == 0) and np.all(hm[mask == 1].max(axis=(1, 2)) > 0.5)
+        mask, hm, lab = f["heatmap_mask"][...], f["heatmap"][...], f["label"][...].reshape(len(f["label"]), -1, 2)
+    inside = ((lab >= 0) & (lab <= 1)).all(-1)
+    if loss == "own":
+        assert np.all(mask.sum(1) == 1) and np.all(inside[mask == 1])    # one landmark per patch: its own
+    else:
+        assert np.array_equal(mask.astype(bool), inside) and (mask.sum(1) > 1).any()
+    assert np.all(hm[mask == 0] == 0) and np.all(hm[mask == 1].max(axis=(1, 2)) > 0.3)
     assert "heatmap_mask" in (run_dir(cfg) / "refine" / "train.prototxt").read_text()
     assert "heatmap_mask" not in (run_dir(cfg) / "refine" / "deploy.prototxt").read_text()
     assert np.isfinite(evaluate_checkpoint(None, run_dir(cfg))["mre_mm"])

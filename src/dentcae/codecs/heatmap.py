@@ -117,6 +117,7 @@ class ShapePrior:
 
     def __init__(self, train_labels):
         shapes = np.asarray(train_labels, float)
+        shapes = shapes[np.isfinite(shapes).all(axis=(1, 2))]        # partly labelled samples say less
         mean = shapes.mean(0)
         for _ in range(2):           # align every shape to the mean, re-estimate the mean
             aligned = np.array([_similarity(s, mean, np.ones(len(s)))(s) for s in shapes])

@@ -49,7 +49,7 @@ def augment_one(rng, img, labels, s, tries=20):
     for _ in range(tries):
         m = random_affine(rng, size, s)
         moved = transform_labels(labels, m, size)
-        if np.all((moved >= 0) & (moved <= 1)):
+        if np.all(np.isnan(moved) | ((moved >= 0) & (moved <= 1))):      # NaN: a masked landmark
             break
     else:                                   # every draw left the sample: keep the geometry as is
         m, moved = np.float64([[1, 0, 0], [0, 1, 0]]), labels

@@ -63,16 +63,6 @@ class Prepared:
             return list(csv.DictReader(fh))
 
 
-
-
-
-
-
-
-
-
-
-
 def _inputs_hash(ds, settings):
     h = hashlib.sha256(PREPARE_VERSION.encode())
     h.update(json.dumps(settings, sort_keys=True).encode())
@@ -102,7 +92,21 @@ def _load_images(ds, skip_bad, progress):
     return good, skipped
 
 
-def _make_samples(ds, loaded, size, mode="stretch"):
+def _labelled(rec, labels, partial):
+    """A sample's `annotated`: all its landmarks labelled, or with `partial` (a head that masks the
+    missing ones) at least one, on an image pinned to train (it may not be tested on)."""
+    finite = np.isfinite(labels)
+    if not rec.annotated or finite.all() or not finite.any():
+        return int(bool(rec.annotated and finite.all()))
+    if not partial:
+        return 0
+    if rec.split != "train":
+        raise DataError(f"{rec.name}: some landmarks unlabelled (partial labels) but not pinned to train; set its "
+                        "split column to train (a partly labelled image cannot be scored)")
+    return 1
+
+
+def _make_samples(ds, loaded, size, mode="stretch", partial=False):
     data, labels, rows = [], [], []
     for rec, img in loaded:
         h, w = img.shape
@@ -121,10 +125,8 @@ def _make_samples(ds, loaded, size, mode="stretch"):
                          "x0": x0, "y0": 0, "crop_w": cw, "crop_h": h, "box_w": bw, "box_h": bh,
                          "scale_x": size / bw, "scale_y": size / bh, "spacing_mm": rec.spacing_mm, "group": rec.group,
                          "pin": rec.split,
-                         "annotated": int(bool(rec.annotated and not np.isnan(labels[-1]).any()))})
+                         "annotated": _labelled(rec, labels[-1], partial)})
     return np.stack(data).astype(np.float32), np.stack(labels).astype(np.float32), rows
-
-
 
 
 def label_targets(cfg):
@@ -144,8 +146,6 @@ def _augmented(rows, gray, labels, pc, bgr, targets, path):
                             seed=pc["augment"]["seed"])
     write_h5(path, to_input(images, bgr), moved.reshape(len(moved), -1).astype(np.float32), targets)
     return len(images)
-
-
 
 
 def configured_dataset(cfg):
@@ -244,7 +244,8 @@ def _build(cfg, ds, key, out, progress, log):
         log(f"skipped {s['image']}: {s['error']}")
     per_image = 2 if ds.layout == "bilateral" else 1
     _check_memory(per_image * len(loaded), pc, per_image * sum(r.annotated for r, _ in loaded), ds)
-    gray, labels, rows = _make_samples(ds, loaded, pc["input_size"], pc["resize"])
+    partial = cfg["stage"] != "pretrain" and HEADS.get(cfg["model"]["head"]).partial_labels(cfg)
+    gray, labels, rows = _make_samples(ds, loaded, pc["input_size"], pc["resize"], partial)
     leaked = assign_splits(rows, pc, dc["label_budget"])
     train_idx = [r["index"] for r in rows if r["cae_train"]]
     bgr = IMAGENET_BGR_MEAN if pc["mean"] == "imagenet" else [float(gray[train_idx].mean())] * 3

@@ -35,7 +35,9 @@ def grouped_split(groups, holdout, seed, folds=0, fold=0):
 
 
 def budget_groups(images_by_group, budget, seed):
-    """Whole groups, in seeded order, holding at most `budget` images (as close to it as they fit)."""
+    """Whole groups holding at most `budget` images: the longest run of groups, in one seeded order,
+    that fits. Budgets nest (the 10 labelled images are among the 25, ...), for any group sizes; a
+    group that does not fit ends the run (the budget is missed by less than that group's size)."""
     names = sorted(images_by_group)
     np.random.default_rng(seed).shuffle(names)
     total = sum(len(v) for v in images_by_group.values())
@@ -44,9 +46,10 @@ def budget_groups(images_by_group, budget, seed):
                         "are there")
     kept, count = set(), 0
     for g in names:
-        if count + len(images_by_group[g]) <= budget:
-            kept.add(g)
-            count += len(images_by_group[g])
+        if count + len(images_by_group[g]) > budget:
+            break
+        kept.add(g)
+        count += len(images_by_group[g])
     return kept
 
 

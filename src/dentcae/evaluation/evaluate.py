@@ -71,7 +71,7 @@ def labels_to_pixels(labels, samples):
 
 def mean_shape_pixels(labels_train, samples):
     """The no-learning baseline: the training set's mean label, placed in every test sample."""
-    mean = labels_train.mean(0)
+    mean = np.nanmean(labels_train, 0)          # each landmark over the samples that label it
     return np.array([to_pixels(mean, *sample_box(s)) for s in samples])
 
 

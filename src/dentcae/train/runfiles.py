@@ -36,8 +36,17 @@ def check_finite(prep, splits):
         for path in prep.h5_files(split):
             with h5py.File(path, "r") as f:
                 for key in (k for k in f if k == "data" or split.startswith("reg")):
-                    if not np.isfinite(f[key][...]).all():
+                    if not _finite_where_used(f, key):
                         raise TrainingError(f"{path}: dataset '{key}' holds NaN or inf; refusing to train on it")
+
+
+def _finite_where_used(f, key):
+    """All finite; a `label` only where `heatmap_mask` keeps the landmark (masked ones are NaN)."""
+    values = f[key][...]
+    if key == "label" and "heatmap_mask" in f:
+        mask = f["heatmap_mask"][...].astype(bool)
+        return bool(np.isfinite(values.reshape(*mask.shape, 2)[mask]).all())
+    return bool(np.isfinite(values).all())
 
 
 def _num_landmarks(cfg, prep):

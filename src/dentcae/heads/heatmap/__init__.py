@@ -24,6 +24,8 @@ CONFIG = {
     "head_lr_mult": 1.0,                # learning-rate multiplier of the head's layers
     "heatmap_sigma": 2.0,               # target Gaussian sigma in heatmap pixels
     "refine": refine.CONFIG,            # the refine net (refine.py); patch 0: off
+    "partial_labels": False,            # train on images with some landmarks unlabelled (pseudo-labels):
+                                        # those are masked out of the loss (heatmap_mask)
 }
 SUBRUNS = {"refine": refine}
 SUBRUN_KEYS = ("refine",)
@@ -37,8 +39,14 @@ def outputs(k):
 
 def targets(cfg):
     m = cfg["model"]
-    return (encoder_for(cfg["prepare"]["input_size"], m["heatmap_sigma"]),
-            {"head": "heatmap", "heatmap_sigma": m["heatmap_sigma"]})
+    partial = {"partial_labels": True} if m["partial_labels"] else {}     # (off keeps the cache key it had)
+    return (encoder_for(cfg["prepare"]["input_size"], m["heatmap_sigma"], "labelled" if partial else None),
+            {"head": "heatmap", "heatmap_sigma": m["heatmap_sigma"], **partial})
+
+
+def partial_labels(cfg):
+    """Whether images with some landmarks unlabelled train (their missing landmarks masked)."""
+    return bool(cfg["model"]["partial_labels"])
 
 
 def decode(outputs, size, train_labels):

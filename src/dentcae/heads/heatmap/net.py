@@ -38,17 +38,21 @@ def heatmap_net(num_landmarks, size=448, train=None, batch=8, test_batch=8, depl
 
 
 def build(k, model, **net):
-    return heatmap_net(k, width=model["head_width"], head_lr=model["head_lr_mult"], **net)
+    masked = model["partial_labels"] and not net.get("deploy")
+    return heatmap_net(k, width=model["head_width"], head_lr=model["head_lr_mult"], masked=masked, **net)
 
 
 def encoder_for(size, sigma, mask=None):
     """labels (N, 2K) -> {"heatmap": (N, K, H, H) Gaussian targets} of a size x size input: the
-    HDF5 dataset the train net's `heatmap` top reads. With a `mask` (N, K) of 0 and 1 also
-    `heatmap_mask`, and the targets of masked landmarks (mask 0) are zeros."""
+    HDF5 dataset the train net's `heatmap` top reads. With a `mask` (N, K) of 0 and 1 (or "labelled":
+    1 where a landmark's label is finite) also `heatmap_mask`, and the targets of masked landmarks
+    (mask 0) are zeros."""
     def encode(labels):
-        targets = codec.encode(labels.reshape(len(labels), labels.shape[1] // 2, 2), size, sigma)
+        points = labels.reshape(len(labels), labels.shape[1] // 2, 2)
+        targets = codec.encode(points, size, sigma)
         if mask is None:
             return {"heatmap": targets}
-        m = np.asarray(mask, np.float32)
+        m = np.isfinite(points).all(-1) if isinstance(mask, str) else mask
+        m = np.asarray(m, np.float32)
         return {"heatmap": targets * m[:, :, None, None], "heatmap_mask": m}
     return encode

@@ -57,17 +57,18 @@ CONFIG = {
     "passes": 1,                    # test time: passes, each re-centring on the last estimate
     "tta_shift": 0,                 # test time: 0, or also patches moved +-this many fine pixels
                                     # along each axis (a multiple of the stride, 4), averaged
-    "loss": "all",                  # all: every landmark's heatmap in a patch is a target; own: only
-                                    # the landmark the patch was cut for (the channel read at test time)
+    "loss": "all",                  # all: every channel is a target (zeros where its landmark is not in
+                                    # the patch); inside: the channels of the landmarks inside the patch;
+                                    # own: only the landmark the patch was cut for (read at test time)
 }
 STEM = "heatmaps"
 
 
 def build(k, model, **net):
-    """The head's own net on patches; with refine.loss `own` its training loss is masked to the
-    channel of each patch's own landmark (heatmap_net's `masked`)."""
-    own = model["refine"]["loss"] == "own" and not net.get("deploy")
-    return heatmap_net(k, width=model["head_width"], head_lr=model["head_lr_mult"], masked=own, **net)
+    """The head's own net on patches; with refine.loss `own` or `inside` its training loss is masked
+    to the channels of each patch's own landmark, or of the landmarks inside it (heatmap_net's `masked`)."""
+    masked = model["refine"]["loss"] != "all" and not net.get("deploy")
+    return heatmap_net(k, width=model["head_width"], head_lr=model["head_lr_mult"], masked=masked, **net)
 
 
 def input_size(cfg):
@@ -86,8 +87,8 @@ def check_config(cfg):
     for key in ("fine_size", "draws", "max_iter", "batch_size", "passes"):
         if r[key] < 1:
             raise ConfigError(f"config key 'model.refine.{key}' must be at least 1, got {r[key]!r}")
-    if r["loss"] not in ("all", "own"):
-        raise ConfigError(f"config key 'model.refine.loss' must be all or own, got {r['loss']!r}")
+    if r["loss"] not in ("all", "inside", "own"):
+        raise ConfigError(f"config key 'model.refine.loss' must be all, inside or own, got {r['loss']!r}")
     if not 0 <= r["jitter"] < 0.5:
         raise ConfigError(f"config key 'model.refine.jitter' must be in [0, 0.5), got {r['jitter']!r}")
     if r["tta_shift"] < 0 or r["tta_shift"] % heatmap.STRIDE or (r["patch"] and r["tta_shift"] >= r["patch"] // 2):
@@ -164,9 +165,15 @@ def _draw(rng, image, labels, k, cfg, geometry=True):
 
 
 def _write_patches(path, cfg, prep, grey, labels, own):
-    """An HDF5 file of patches; `own` the landmark each was cut for (masks the loss with loss: own)."""
+    """An HDF5 file of patches; `own` the landmark each was cut for (the loss mask of loss: own; loss:
+    inside masks the landmarks outside the patch)."""
     r, sigma = cfg["model"]["refine"], cfg["model"]["heatmap_sigma"]
-    mask = np.eye(len(labels[0]), dtype=np.float32)[own] if r["loss"] == "own" else None
+    mask = None
+    if r["loss"] == "own":
+        mask = np.eye(len(labels[0]), dtype=np.float32)[own]
+    elif r["loss"] == "inside":
+        points = np.stack(labels)
+        mask = (np.isfinite(points).all(-1) & (points >= 0).all(-1) & (points <= 1).all(-1)).astype(np.float32)
     write_h5(path, to_input(np.stack(grey), prep.meta["mean_bgr"]),
              np.stack(labels).reshape(len(labels), -1).astype(np.float32),
              encoder_for(r["patch"], sigma, mask))
@@ -176,7 +183,8 @@ def _write_split(tmp, out, cfg, prep, split, draws, geometry, limit=None):
     """Patches of a split, shuffled, in files of CHUNK, listed in tmp/<split>.txt; returns their count."""
     rng = np.random.default_rng(cfg["prepare"]["augment"]["seed"] + (split == "reg_test"))
     images, labels = fine_samples(cfg, prep, split)
-    specs = [(i, k) for i in range(len(images)) for k in range(labels.shape[1]) for _ in range(draws)]
+    specs = [(i, k) for i in range(len(images)) for k in range(labels.shape[1]) for _ in range(draws)
+             if np.isfinite(labels[i, k]).all()]              # a masked (unlabelled) landmark gets no patch
     specs = [specs[j] for j in rng.permutation(len(specs))][:limit]
     names = []
     for c in range(0, len(specs), CHUNK):
