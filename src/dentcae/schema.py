@@ -172,11 +172,17 @@ RANGES = {
 }
 
 
-def check_range(cfg, key, low, high):
-    """The number at dotted `key` lies in [low, high] (None: unbounded); an optional key may be None."""
+def value_at(cfg, key):
+    """The value at a dotted key (`model.refine.passes`)."""
     value = cfg
     for part in key.split("."):
         value = value[part]
+    return value
+
+
+def check_range(cfg, key, low, high):
+    """The number at dotted `key` lies in [low, high] (None: unbounded); an optional key may be None."""
+    value = value_at(cfg, key)
     if value is None:
         return
     if (low is not None and value < low) or (high is not None and value > high):

@@ -1,6 +1,7 @@
 """Where a landmark is: image pixels <-> normalised sample coordinates, and how a sample is cut.
 
     crops = crops_of("bilateral", width, height)       # [(side, x0, crop_w, flipped)]
+    crop = cut_sample(image, x0, 0, crop_w, height, flipped)
     labels = to_normalised(points, x0, y0, w, h, flipped, box_w, box_h)
     points = to_pixels(labels, *sample_box(samples_csv_row))
     sample, (box_w, box_h) = resize_sample(crop, 256, "pad")
@@ -20,6 +21,13 @@ def crops_of(layout, width, height):
         return [("whole", 0, width, False)]
     hw = width // 2
     return [("left", 0, hw, False), ("right", width - hw, hw, True)]
+
+
+def cut_sample(image, x0, y0, w, h, flipped):
+    """A sample's crop of its image, mirrored when it is a right half: how prepare, the refine net
+    and predict all cut a sample."""
+    crop = image[y0:y0 + h, x0:x0 + w]
+    return crop[:, ::-1] if flipped else crop
 
 
 def to_normalised(points, x0, y0, w, h, flipped, box_w=None, box_h=None):

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from ..registry import HEADS
-from ..runtime.atomic import staged_folder
+from ..runtime.atomic import file_sha256, staged_folder
 from ..runtime.locks import exclusive
 from .augment import augment
 from .dataset import DataError, check_landmarks_inside, load_dataset, read_image, select_landmarks
-from .geometry import crops_of, resize_sample, to_normalised
+from .geometry import crops_of, cut_sample, resize_sample, to_normalised
 from .inputs import to_input, write_h5
 from .phantom import write_phantom
 from .splits import assign_splits
@@ -111,10 +111,7 @@ def _make_samples(ds, loaded, size, mode="stretch", partial=False):
     for rec, img in loaded:
         h, w = img.shape
         for side, x0, cw, flipped in crops_of(ds.layout, w, h):
-            crop = img[:, x0:x0 + cw]
-            if flipped:
-                crop = crop[:, ::-1]
-            sample, (bw, bh) = resize_sample(crop, size, mode)
+            sample, (bw, bh) = resize_sample(cut_sample(img, x0, 0, cw, h, flipped), size, mode)
             data.append(sample)
             idx = ds.side_indices(side)
             if rec.annotated:
@@ -185,11 +182,7 @@ def _settings(cfg):
 
 
 def _fingerprint(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+    return {"size": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def _intact(out):

@@ -10,7 +10,6 @@ head decodes as it did in evaluation), the spacing and field of view of the trai
 was trained on, its test metrics and on what data, the confidence threshold, the dentcae version,
 and the SHA-256 of every other file, checked on load (a changed file is refused by name).
 """
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +19,8 @@ import numpy as np
 from .. import __version__
 from ..config import load_config
 from ..registry import HEADS
-from ..runtime.atomic import staged_folder, write_atomic
+from ..schema import value_at
+from ..runtime.atomic import file_sha256, staged_folder, write_atomic
 
 FORMAT = "dentcae-model-bundle"
 FORMAT_VERSION = 1
@@ -28,14 +28,6 @@ FORMAT_VERSION = 1
 
 class BundleError(ValueError):
     pass
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Model:
@@ -85,13 +77,8 @@ def _test_metrics(run):
 def _decoding(cfg):
     """The head and its test-time settings (what decoding does beyond the nets), for model.json."""
     head = HEADS.get(cfg["model"]["head"])
-    values = {}
-    for key in head.TEST_TIME_KEYS:
-        node = cfg
-        for part in key.split("."):
-            node = node[part]
-        values[key] = node
-    return {"head": cfg["model"]["head"], "sub_runs": sorted(head.subruns(cfg)), **values}
+    return {"head": cfg["model"]["head"], "sub_runs": sorted(head.subruns(cfg)),
+            **{key: value_at(cfg, key) for key in head.TEST_TIME_KEYS}}
 
 
 def run_info(run):
@@ -113,10 +100,10 @@ def run_info(run):
             "name": cfg["name"], "head": cfg["model"]["head"], "landmarks": list(ds.landmark_names),
             "layout": ds.layout, "sides": {"left": list(ds.left), "right": list(ds.right)} if ds.layout == "bilateral"
             else {}, "input_size": m["input_size"], "resize": m["resize"], "mean_bgr": m["mean_bgr"],
-            "spacing_mm": m.get("spacing_mm"), 
+            "spacing_mm": m.get("spacing_mm"),
             "sample_field_of_view_mm": [float(v) for v in np.median(fov, 0)] if fov else None,
             "training_data": {"dataset": m["dataset"], "synthetic": m["synthetic"],
-                              "annotator": getattr(ds, "annotator", ""),
+                              "annotator": ds.annotator,
                               "labelled_train_images": m.get("labelled_train_images"),
                               "label_budget": m.get("label_budget")},
             "decoding": _decoding(cfg), "test_metrics": _test_metrics(run), "config": cfg,
@@ -129,7 +116,7 @@ def _cached_threshold(run, info, nets, labels):
     <run>/confidence.json (recomputed when the weights change)."""
     from .confidence import training_threshold
     path = Path(run) / "confidence.json"
-    stamp = {name: sha256(f["caffemodel"]) for name, f in nets.items()}
+    stamp = {name: file_sha256(f["caffemodel"]) for name, f in nets.items()}
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("weights") == stamp:
@@ -152,7 +139,7 @@ def load_bundle(path):
         f = path / rel
         if not f.is_file():
             raise BundleError(f"{f}: missing from the bundle")
-        if sha256(f) != digest:
+        if file_sha256(f) != digest:
             raise BundleError(f"{f}: its checksum differs from model.json's; the bundle was changed after export "
                               "(export it again)")
     nets = {name: {k: path / rel for k, rel in files.items()} for name, files in info["nets"].items()}
@@ -178,8 +165,9 @@ def _write_onnx(nets, folder):
     from .onnx_export import to_onnx
     diffs = {}
     for name, files in nets.items():
-        onnx.save(to_onnx(files["prototxt"], files["caffemodel"]), str(folder / f"{name}.onnx"))
-        size = to_onnx(files["prototxt"], files["caffemodel"]).graph.input[0].type.tensor_type.shape.dim[2].dim_value
+        model = to_onnx(files["prototxt"], files["caffemodel"])
+        onnx.save(model, str(folder / f"{name}.onnx"))
+        size = model.graph.input[0].type.tensor_type.shape.dim[2].dim_value
         x = np.random.default_rng(0).normal(0, 60, (2, 3, size, size)).astype(np.float32)
         a = caffe_forward(files["prototxt"], files["caffemodel"])(x)
         diffs[name] = float(np.abs(a - onnx_forward(folder / f"{name}.onnx")(x)).max())
@@ -208,7 +196,7 @@ def export_bundle(run, out, onnx=False, overwrite=False):
                 entries[name]["onnx"] = f"nets/{name}.onnx"
         np.save(tmp / "train_labels.npy", labels)
         info["nets"] = entries
-        info["checksums"] = {rel: sha256(tmp / rel) for rel in
+        info["checksums"] = {rel: file_sha256(tmp / rel) for rel in
                              sorted([r for e in entries.values() for r in e.values()] + ["train_labels.npy"])}
         (tmp / "model.json").write_text(json.dumps(info, indent=1))
     return load_bundle(out)

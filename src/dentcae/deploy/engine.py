@@ -12,7 +12,7 @@ a confidence. Points come back in the image's own pixels and the dataset's landm
 """
 import numpy as np
 
-from ..data.geometry import crops_of, resize_sample, to_pixels
+from ..data.geometry import crops_of, cut_sample, resize_sample, to_pixels
 from ..data.inputs import to_input
 from ..registry import HEADS
 
@@ -28,16 +28,13 @@ def caffe_forward(prototxt, weights, gpu=None):
     return lambda x: run_net(net, x, BATCH)
 
 
-def onnx_forward(path, threads=None):
+def onnx_forward(path):
     """Run an ONNX model on input arrays with ONNX Runtime (CPU): its first output."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise RuntimeError("the onnx backend needs onnxruntime: pip install 'dentcae[onnx]'") from None
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def forward(x):
         return np.concatenate([session.run(None, {"data": np.ascontiguousarray(x[i:i + BATCH], np.float32)})[0]
@@ -67,8 +64,7 @@ class Detector:
         h, w = grey.shape
         out = []
         for side, x0, cw, flipped in crops_of(self.model.layout, w, h):
-            crop = grey[:, x0:x0 + cw]
-            out.append((side, np.ascontiguousarray(crop[:, ::-1] if flipped else crop), (x0, 0, cw, h, flipped)))
+            out.append((side, np.ascontiguousarray(cut_sample(grey, x0, 0, cw, h, flipped)), (x0, 0, cw, h, flipped)))
         return out
 
     def __call__(self, grey):

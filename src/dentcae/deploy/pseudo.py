@@ -25,6 +25,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 from ..data.dataset import read_image
@@ -65,7 +66,6 @@ def _dataset_yaml(ds, out):
     if ds.layout == "bilateral":
         meta["sides"] = {"left": [ds.landmark_names[i] for i in ds.left],
                          "right": [ds.landmark_names[i] for i in ds.right]}
-    import yaml
     (out / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
 
 

@@ -12,6 +12,7 @@ temporary. StagedFolder is the one temporary-folder writer: prepared data, deriv
 pretext copies), imported datasets and the phantom are all built through it.
 """
 import csv
+import hashlib
 import io
 import os
 import shutil
@@ -34,6 +35,15 @@ def atomic_path(path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def file_sha256(path):
+    """SHA-256 (hex) of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_atomic(path, data):

@@ -35,7 +35,7 @@ from ...codecs import heatmap
 from ...schema import ConfigError
 from ...data.augment import DEFAULTS as AUGMENT_DEFAULTS, intensity
 from ...data.dataset import read_image
-from ...data.geometry import resize_sample, sample_box
+from ...data.geometry import cut_sample, resize_sample, sample_box
 from ...data.inputs import to_input, write_h5
 from ...data.prepare import configured_dataset
 from ...nets.infer import load_net, run_net
@@ -122,8 +122,8 @@ def fine_samples(cfg, prep, split):
     images = []
     for row in rows:
         x0, y0, cw, ch, flipped, bw, bh = sample_box(row)
-        crop = read_image(recs[row["image"]].path)[y0:y0 + ch, x0:x0 + cw]
-        sample, box = resize_sample(crop[:, ::-1] if flipped else crop, size, mode)
+        crop = cut_sample(read_image(recs[row["image"]].path), x0, y0, cw, ch, flipped)
+        sample, box = resize_sample(crop, size, mode)
         if box != (bw, bh):
             raise ValueError(f"{row['image']}: its box {box} differs from the prepared one {(bw, bh)}")
         images.append(sample)
