@@ -175,7 +175,7 @@ def _device_list(text):
 def cmd_table(args):
     from .tables.run import run_table
     result = run_table(args.table, repeats=args.repeats, gpu=args.gpu, out=args.out, overrides=args.set,
-                       preset=args.preset, gpus=args.gpus)
+                       preset=args.preset, gpus=args.gpus, only=args.arms)
     print(Path(result["markdown"]).read_text())
     return 0
 
@@ -228,6 +228,9 @@ def build_parser():
                    help="run the arms and repeats in parallel, one process per CUDA device")
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="schedule preset, e.g. gpu (configs/presets/gpu.yaml: iterations x20)")
+    p.add_argument("--arms", default=None, metavar="KEY,KEY,...", type=lambda t: [k.strip() for k in t.split(",") if k.strip()],
+                   help="run these arms only (the table's keys, before a sweep), with the arms they take "
+                        "pseudo-labels from; their run folders are the full table's")
     p.set_defaults(fn=cmd_table)
     add_deploy_verbs(sub)
     return ap

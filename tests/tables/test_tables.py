@@ -166,3 +166,33 @@ def test_a_table_says_what_data_each_arm_saw_when_they_differ():
     assert same.startswith("Data: isbi (real X-rays)") and "\n" not in same
     two = data_lines(arms, {"all": d, "drop": {**d, "labelled_train_images": 130}})
     assert two.splitlines()[0].startswith("- 150 labels: Data:") and "trained on 130 labelled" in two.splitlines()[1]
+
+
+def test_sweeps_name_null_all_narrow_to_a_set_value_and_keep_pseudo_label_teachers(tmp_path):
+    arms = [{"key": "s", "label": "scratch", "config": "configs/ours/heatmap_scratch.yaml"},
+            {"key": "c", "label": "CAE", "config": "configs/ours/heatmap_cae.yaml"},
+            {"key": "p", "label": "pseudo", "config": "configs/ours/heatmap_pseudo.yaml", "pseudo_labels_from": "s"}]
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({
+        "name": "t", "arms": arms, "comparisons": [["s", "c"], ["s", "p"]],
+        "sweep": {"key": "dataset.label_budget", "values": [10, None]}}))
+    t = load_table(tmp_path / "t.yaml")
+    assert [a["key"] for a in t["arms"]] == ["s_10", "c_10", "p_10", "s_all", "c_all", "p_all"]
+    assert t["arms"][2]["pseudo_labels_from"] == "s_10" and t["arms"][5]["pseudo_labels_from"] == "s_all"
+    assert t["arms"][3]["label"] == "scratch, dataset.label_budget = all" and t["arms"][3]["sweep_value"] is None
+    one = load_table(tmp_path / "t.yaml", ["dataset.label_budget=10", "solver.max_iter=3"], only=["p"])
+    assert [a["key"] for a in one["arms"]] == ["s_10", "p_10"] and one["comparisons"] == [["s_10", "p_10"]]
+    with pytest.raises(ConfigError, match="--arms: no arm x"):
+        load_table(tmp_path / "t.yaml", only=["x"])
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"name": "b", "arms": [arms[2], arms[0]]}))
+    with pytest.raises(ConfigError, match="pseudo_labels_from: 's' is not an arm listed before 'p'"):
+        load_table(tmp_path / "bad.yaml")
+
+
+def test_the_label_curve_is_a_sweep_of_nested_budgets_with_the_five_arms():
+    t = load_table("configs/isbi/label_curve.yaml")
+    assert t["sweep_key"] == "dataset.label_budget" and t["sweep_values"] == [10, 25, 54, None]
+    assert {a["base_key"] for a in t["arms"]} == {"scratch", "cae", "augment", "denoise", "pseudo"}
+    assert set(t["pretrainings"]) == {"cae", "augment", "denoise"}
+    assert ["scratch_25", "pseudo_25"] in t["comparisons"] and ["scratch_10", "denoise_10"] in t["comparisons"]
+    cfg, _ = resolve_run(t["arms"][0]["config"], {**t, "preset": {}}, "scratch_10", 0, [], t["arms"][0]["set"])
+    assert cfg["model"]["refine"]["patch"] == 0 and cfg["dataset"]["label_budget"] == 10

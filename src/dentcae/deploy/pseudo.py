@@ -6,9 +6,9 @@ labels, and a new dataset folder holds its confident landmarks beside the real l
 Which images: the run's training side only. Its labelled training images keep their labels; every
 other training image (unannotated, or annotated but withheld by `dataset.label_budget`) is predicted
 and gets the landmarks whose confidence (deploy/confidence.py) is at least `min_confidence` (default:
-the run's flag threshold, chosen on its labelled training images); the others stay empty. Test
-images, and training images that are one radiograph with a test image (one group), are never
-predicted: test images are copied with their own labels, pinned to the test set they were in, so
+the run's flag threshold, chosen on its labelled training images) and that lie on the image; the
+others stay empty. Test images, and training images that are one radiograph with a test image
+(one group), are never predicted: test images are copied with their own labels, pinned to the test set they were in, so
 the new dataset scores on exactly the same images; leaked images are left out. Every row is pinned
 (`split`: train or its test set), so the splits do not move.
 
@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..data.dataset import read_image
 from ..data.landmarks_csv import is_test
 from ..data.prepare import configured_dataset, prepare
-from ..runtime.atomic import staged_folder
+from ..runtime.atomic import file_sha256, staged_folder
 from ..runtime.yamlio import read_yaml_mapping
 from .bundle import open_model
 from .engine import Detector
@@ -93,21 +93,29 @@ def _accuracy(records, names):
             "rejected_landmarks": len(rejected), "kept_mre_mm_per_landmark": {n: mean(v) for n, v in per.items()}}
 
 
-def _predict_candidates(model, recs, roles, threshold, progress):
+def _predict_candidates(model, recs, roles, threshold, progress, gpu=None):
     """{image: (points, keep)} of the candidate images, and the withheld-label accuracy records."""
-    detector, out, withheld = Detector(model), {}, []
+    detector, out, withheld = Detector(model, gpu=gpu), {}, []
     for name in tqdm([n for n, r in roles.items() if r == "candidate"], desc="pseudo-label", unit="image",
                      disable=not progress):
         rec = recs[name]
-        points, confidence = detector(read_image(rec.path))
-        keep = np.isfinite(confidence) & (confidence >= threshold)
+        grey = read_image(rec.path)
+        points, confidence = detector(grey)
+        h, w = grey.shape[:2]                 # a point off the image is no label, however confident
+        inside = (points[:, 0] >= -0.5) & (points[:, 0] <= w - 0.5) & (points[:, 1] >= -0.5) & (points[:, 1] <= h - 0.5)
+        keep = np.isfinite(confidence) & (confidence >= threshold) & inside
         out[name] = (points, keep)
         if rec.annotated and np.isfinite(rec.landmarks).all():
             withheld.append((rec.landmarks, points, keep, rec.spacing_mm))
     return out, withheld
 
 
-def pseudo_label(run, out, min_confidence=None, progress=True):
+def source_weights(model):
+    """{net: SHA-256 of its weights}: which detector made a pseudo-labelled folder."""
+    return {name: file_sha256(files["caffemodel"]) for name, files in sorted(model.nets.items())}
+
+
+def pseudo_label(run, out, min_confidence=None, progress=True, gpu=None):
     """Write the pseudo-labelled dataset folder `out` (whole or not at all); returns pseudo.json's dict."""
     model = open_model(run)
     if model.threshold is None and min_confidence is None:
@@ -119,7 +127,7 @@ def pseudo_label(run, out, min_confidence=None, progress=True):
     ds = configured_dataset(model.cfg)
     recs = {r.name: r for r in ds.images}
     roles, prep = _roles(model.cfg)
-    predicted, withheld = _predict_candidates(model, recs, roles, threshold, progress)
+    predicted, withheld = _predict_candidates(model, recs, roles, threshold, progress, gpu)
     header = ["image"] + [f"{a}{i}" for i in range(1, len(ds.landmark_names) + 1) for a in "xy"] + \
         ["spacing_mm", "group", "split"]
     test_pins = {s["image"]: s["pin"] or "test" for s in prep.samples() if int(s["reg_test"]) or is_test(s["pin"])}
@@ -140,7 +148,8 @@ def pseudo_label(run, out, min_confidence=None, progress=True):
         if (ds.root / "annotations").is_dir():
             shutil.copytree(ds.root / "annotations", tmp / "annotations")
         kept = np.array([k for _, k in predicted.values()]) if predicted else np.zeros((0, len(ds.landmark_names)))
-        report = {"source_run": str(Path(run).resolve()), "source_dataset": str(ds.root), "threshold": threshold,
+        report = {"source_run": str(Path(run).resolve()), "source_weights_sha256": source_weights(model),
+                  "source_dataset": str(ds.root), "threshold": threshold,
                   "threshold_from": "--min-confidence" if min_confidence is not None else "the run's flag threshold",
                   "images": {role: sum(r == role for r in roles.values()) for role in ("labelled", "candidate", "test")},
                   "pseudo_labelled_images": int(kept.any(1).sum()) if len(kept) else 0,

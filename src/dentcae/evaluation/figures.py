@@ -5,6 +5,7 @@
     plot_detections([{"image": img, "title": ..., "gt": (M, 2), "preds": {"arm": (M, 2)},
                       "errors_mm": {"arm": (M,)}}], "det.png")                       # Fig. 8
     plot_error_cdf({"arm": errors_mm}, "cdf.png", thresholds=(2, 2.5, 3, 4))
+    plot_label_curve({"arm": {"labels": [10, 25], "mre_mm": [3.1, 2.6], "sdr_2mm": [.3, .4]}}, "curve.png")
 
 Every figure is written to a temporary name and renamed when complete.
 """
@@ -147,4 +148,37 @@ def plot_error_cdf(errors, path, thresholds=(2.0, 2.5, 3.0, 4.0)):
     ax.set_ylabel("fraction of landmarks")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_label_curve(lines, path, reference=None, baseline=None, title="Label efficiency"):
+    """MRE and SDR@2 mm against the number of labelled images, a line per arm.
+    lines: {arm: {"labels": [...], "mre_mm": [...], "sdr_2mm": [...], "sd_mre_mm": [...] or None}};
+    reference: {"label": text, "mre_mm": x, "sdr_2mm": y} (e.g. a second annotator), a dashed level;
+    baseline: {"labels": [...], "mre_mm": [...], "sdr_2mm": [...]} (the mean shape), a dotted line."""
+    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4))
+    for (label, line), colour in zip(lines.items(), COLOURS * 3):
+        for ax, key in zip(axes, ("mre_mm", "sdr_2mm")):
+            y = np.asarray(line[key], float) * (100 if key == "sdr_2mm" else 1)
+            ax.plot(line["labels"], y, "o-", color=colour, label=label)
+            if key == "mre_mm" and line.get("sd_mre_mm") is not None:
+                sd = np.asarray([np.nan if v is None else v for v in line["sd_mre_mm"]], float)
+                ax.errorbar(line["labels"], y, yerr=sd, fmt="none", ecolor=colour, capsize=3)
+    for ax, key in zip(axes, ("mre_mm", "sdr_2mm")):
+        scale = 100 if key == "sdr_2mm" else 1
+        if baseline is not None:
+            ax.plot(baseline["labels"], np.asarray(baseline[key], float) * scale, ":", color="grey",
+                    label="mean shape (no learning)")
+        if reference is not None:
+            ax.axhline(reference[key] * scale, color="black", ls="--", lw=1, label=reference["label"])
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({x for line in lines.values() for x in line["labels"]}))
+        ax.set_xticklabels([str(x) for x in ax.get_xticks()])
+        ax.set_xlabel("labelled training images")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean radial error (mm)")
+    axes[1].set_ylabel("landmarks within 2 mm (%)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return _save(fig, path)

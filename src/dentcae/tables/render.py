@@ -115,10 +115,10 @@ def csv_rows(result):
     rows = [["arm", "source", *[f"l{i + 1}_mean_mm" for i in range(k)], *[f"l{i + 1}_std_mm" for i in range(k)],
              "mre_mm"]]
     for r in result["rows"]:
-        rows.append([r["arm"], "ours", *np.round(r["ours_mean_mm"], 4), *np.round(r["ours_std_mm"], 4),
+        rows.append([r.get("run_key", r["arm"]), "ours", *np.round(r["ours_mean_mm"], 4), *np.round(r["ours_std_mm"], 4),
                      round(r["ours_mre_mm"], 4)])
         if "paper_mean_mm" in r:
-            rows.append([r["arm"], "paper", *r["paper_mean_mm"], *r["paper_std_mm"], round(r["paper_mre_mm"], 4)])
+            rows.append([r.get("run_key", r["arm"]), "paper", *r["paper_mean_mm"], *r["paper_std_mm"], round(r["paper_mre_mm"], 4)])
     return rows
 
 

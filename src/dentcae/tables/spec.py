@@ -8,16 +8,20 @@ by name: an arm with `model.init: cae` needs `pretrainings: {cae: ...}`), repeat
 folds, and the pairs of arms to compare. `_base_` works as in run configs: keys override the base's,
 mappings (`set`, `pretrainings`) merge, lists (`arms`, `comparisons`) are replaced. `sweep: {key:
 dataset.label_budget, values: [10, 25]}` repeats every arm (and comparison) once per value, as
-arms `<key>_<value>`. Each arm's or pre-training's run goes to runs/<table>/<name>_r<repeat>.
+arms `<key>_<value>` (`all` for null); a --set of the swept key runs that one value. An arm with
+`pseudo_labels_from: <arm>` trains on the pseudo-labels that arm's detector gives the unlabelled
+training images (tables/pseudo_arms.py). Each arm's or pre-training's run goes to
+runs/<table>/<name>_r<repeat>.
 """
 from pathlib import Path
 
 from ..config import ConfigError, check_name, load_config, merge, parse_set, read_with_bases, read_yaml_mapping
 from ..registry import HEADS, PRETEXTS
+from ..schema import value_at
 
 TABLE_KEYS = {"name", "title", "results_dir", "repeats", "repeat_over", "pretrainings", "set", "sweep",
               "arms", "comparisons", "note"}
-ARM_KEYS = {"key", "label", "config", "paper", "set"}
+ARM_KEYS = {"key", "label", "config", "paper", "set", "pseudo_labels_from"}
 RENAMED = {"pretrain": "pretrainings: {cae: ...}", "pretext_pretrain": "pretrainings: {augment: ...}"}
 
 
@@ -46,6 +50,11 @@ def _check_arms(path, t):
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
         raise ConfigError(f"{path}: arm keys must be distinct (each names a row and a run folder): {', '.join(twice)}")
+    for i, arm in enumerate(t["arms"]):
+        teacher = arm.get("pseudo_labels_from")
+        if teacher is not None and teacher not in keys[:i]:
+            raise ConfigError(f"{path}: arms[{i}].pseudo_labels_from: '{teacher}' is not an arm listed before "
+                              f"'{arm['key']}' (the teacher trains first; arms: {', '.join(keys)})")
 
 
 def _check_spec(path, t):
@@ -63,13 +72,16 @@ def _check_spec(path, t):
     check_repeats(t.get("repeats", 1), f"{path}: repeats")
 
 
-def _slug(value):
+def slug(value):
+    if value is None:
+        return "all"
     return "".join(c if c.isalnum() or c in "-." else "-" for c in str(value)).strip("-") or "none"
 
 
-def _expand_sweep(path, t):
+def _expand_sweep(path, t, overrides=None):
     """Every arm once per swept value (key `<arm>_<value>`, the value in the arm's own `set`);
-    every comparison once per value, between the arms of that value."""
+    every comparison once per value, between the arms of that value. A --set of the swept key
+    (`overrides`) keeps that one value, with the same arm keys and run folders."""
     sweep = t.pop("sweep", None)
     if sweep is None:
         return t
@@ -77,18 +89,44 @@ def _expand_sweep(path, t):
             or not sweep["values"]:
         raise ConfigError(f"{path}: sweep must be {{key: a.dotted.key, values: [v1, v2, ...]}}")
     key, values = sweep["key"], sweep["values"]
-    arms = [{**arm, "key": f"{arm['key']}_{_slug(v)}", "label": f"{arm.get('label', arm['key'])}, {key} = {v}",
-             "set": {**(arm.get("set") or {}), key: v}} for v in values for arm in t["arms"]]
-    comps = [[f"{a}_{_slug(v)}", f"{b}_{_slug(v)}"] for v in values for a, b in t.get("comparisons") or []]
+    try:
+        values = [value_at(parse_set(overrides), key)]
+    except (KeyError, TypeError):
+        pass
+    shown = lambda v: "all" if v is None else v          # noqa: E731
+    arms = [{**arm, "key": f"{arm['key']}_{slug(v)}", "label": f"{arm.get('label', arm['key'])}, {key} = {shown(v)}",
+             "set": {**(arm.get("set") or {}), key: v}, "base_key": arm["key"], "sweep_value": v,
+             **({"pseudo_labels_from": f"{arm['pseudo_labels_from']}_{slug(v)}"} if arm.get("pseudo_labels_from") else {})}
+            for v in values for arm in t["arms"]]
+    comps = [[f"{a}_{slug(v)}", f"{b}_{slug(v)}"] for v in values for a, b in t.get("comparisons") or []]
     return {**t, "arms": arms, "comparisons": comps, "sweep_key": key, "sweep_values": values}
 
 
-def load_table(path):
+def _only_arms(path, t, only):
+    """The arms whose key (before a sweep) is in `only`, and their teachers; comparisons between them."""
+    if not only:
+        return t
+    known = {a["key"] for a in t["arms"]}
+    unknown = sorted(set(only) - known)
+    if unknown:
+        raise ConfigError(f"{path}: --arms: no arm {', '.join(unknown)} (arms: {', '.join(a['key'] for a in t['arms'])})")
+    keep, by_key = set(only), {a["key"]: a for a in t["arms"]}
+    for key in list(only):
+        while by_key[key].get("pseudo_labels_from"):
+            key = by_key[key]["pseudo_labels_from"]
+            keep.add(key)
+    return {**t, "arms": [a for a in t["arms"] if a["key"] in keep],
+            "comparisons": [c for c in t.get("comparisons") or [] if set(c) <= keep]}
+
+
+def load_table(path, overrides=None, only=None):
+    """The table at `path`, checked; --set `overrides` narrow a sweep, `only` keeps those arms."""
     path = Path(path)
     t = read_with_bases(path, _check_keys, what="table config")
     _check_arms(path, t)
     _check_spec(path, t)
-    t = _expand_sweep(path, t)
+    t = _only_arms(path, t, only)
+    t = _expand_sweep(path, t, overrides)
     if "name" not in t:
         raise ConfigError(f"{path}: a table needs a 'name' (its runs go to runs/<name>/)")
     try:
