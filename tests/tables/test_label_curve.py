@@ -21,9 +21,13 @@ def _curve_table(tmp):
     scratch = tiny_config(tmp, root, name="scratch", model={"head": "heatmap", "head_width": 16}, **common)
     pseudo = tiny_config(tmp, root, name="pseudo", model={"head": "heatmap", "head_width": 16,
                                                           "partial_labels": True}, **common)
+    pre = tiny_config(tmp, root, stage="pretrain", name="cae", solver={"max_iter": 2})
+    cae = tiny_config(tmp, root, name="cae_arm", model={"head": "heatmap", "head_width": 16, "init": "cae",
+                                                                  "copy_layers": ["conv1", "conv2"]}, **common)
     table = {"name": "curve", "title": "tiny curve", "results_dir": str(tmp / "results"),
-             "sweep": {"key": "dataset.label_budget", "values": [3, None]},
+             "sweep": {"key": "dataset.label_budget", "values": [3, None]}, "pretrainings": {"cae": str(pre)},
              "arms": [{"key": "scratch", "label": "scratch", "config": str(scratch)},
+                      {"key": "cae", "label": "CAE", "config": str(cae)},
                       {"key": "pseudo", "label": "pseudo-labels", "config": str(pseudo),
                        "pseudo_labels_from": "scratch"}],
              "comparisons": [["scratch", "pseudo"]]}
@@ -39,7 +43,7 @@ def test_label_curve_rows_pseudo_arms_and_one_budget(clean_tmp, quiet):
     runs, results = clean_tmp / "runs" / "curve", clean_tmp / "results"
     rows = {(r["arm"], r["label_budget"]): r for r in json.loads((results / "curve.json").read_text())["rows"]}
     n_train = rows["scratch", max(b for _, b in rows)]["label_budget"]
-    assert set(rows) == {("scratch", 3), ("pseudo", 3), ("scratch", n_train), ("pseudo", n_train)} and n_train > 3
+    assert set(rows) == {(a, b) for a in ("scratch", "cae", "pseudo") for b in (3, n_train)} and n_train > 3
     for (arm, budget), row in rows.items():
         assert row["run_key"] == f"{arm}_{3 if budget == 3 else 'all'}"
         assert row["baseline_mean_shape_mre_mm"] > 0 and row["sweep"] == {"dataset.label_budget": 3 if budget == 3 else None}
@@ -57,10 +61,12 @@ def test_label_curve_rows_pseudo_arms_and_one_budget(clean_tmp, quiet):
     assert rows["pseudo", n_train]["ours_mre_mm"] == rows["scratch", n_train]["ours_mre_mm"]
     assert "pseudo_all: no training image was left unlabelled" in (results / "curve.md").read_text()
     assert (results / "curve.png").stat().st_size > 0
-    # one budget from the command line: the same run folders and pseudo-labels, reused; its own results
+    # one budget from the command line: the same run folders (the pre-training's too: it serves every
+    # budget) and pseudo-labels, reused; its own results
     logs.clear()
     one = run_table(path, overrides=["dataset.label_budget=3"], log=logs.append)
-    assert [r["run_key"] for r in one["rows"]] == ["scratch_3", "pseudo_3"]
+    assert [r["run_key"] for r in one["rows"]] == ["scratch_3", "cae_3", "pseudo_3"]
     assert any("reusing the pseudo-labels" in line for line in logs)
-    assert sum("reusing finished run" in line for line in logs) == 2
+    reused = sorted(line.rsplit("/", 1)[-1] for line in logs if "reusing finished run" in line)
+    assert reused == ["cae_3_r0", "cae_r0", "pseudo_3_r0", "scratch_3_r0"]
     assert (results / "curve_label_budget-3.json").exists() and (results / "curve.json").exists()

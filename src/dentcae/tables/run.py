@@ -207,15 +207,18 @@ def data_lines(arms, data_by_arm):
 
 
 def _load(path, repeats, preset, overrides, only=None):
-    """The table, its preset and repeats applied, every run it would train checked."""
+    """The table, its preset and repeats applied, every run it would train checked; and the --set
+    items for every run: a --set of the swept key chose the arms' value and goes no further (the
+    pre-trainings, which serve every value, stay the same runs)."""
     table = load_table(path, overrides, only)
+    overrides = [o for o in overrides or [] if o.split("=", 1)[0].strip() != table.get("sweep_key")]
     table["preset"] = load_preset(preset, path)
     if preset:                      # its runs and results stand beside the table's own, never over them
         table["name"] = f"{table['name']}_{Path(preset).stem}"
     if repeats is not None:
         table["repeats"] = check_repeats(repeats)
     check_runs(table, overrides)
-    return table
+    return table, overrides
 
 
 def _results_name(table, overrides, only):
@@ -250,11 +253,11 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=Non
     for device in devices:
         if device is not None:
             set_device(device)          # a GPU asked for but absent fails here, before any work
-    table = _load(path, repeats, preset, overrides, only)
+    table, run_overrides = _load(path, repeats, preset, overrides, only)
     out = Path(out or table["results_dir"])
     out.mkdir(parents=True, exist_ok=True)
     arms = {a["key"]: a for a in table["arms"]}
-    got = _run_arms(table, arms, devices, overrides, log)
+    got = _run_arms(table, arms, devices, run_overrides, log)
     result = tabulate(table, arms, got.errors, got.names, sorted(got.replaced), got.synthetic, got.samples,
                       data_lines(arms, got.data_by_arm), got.wall_s)
     result.update(data=got.data, data_by_arm=got.data_by_arm, preset=table["preset"] or None,
