@@ -175,7 +175,8 @@ def _device_list(text):
 def cmd_table(args):
     from .tables.run import run_table
     result = run_table(args.table, repeats=args.repeats, gpu=args.gpu, out=args.out, overrides=args.set,
-                       preset=args.preset, gpus=args.gpus, only=args.arms)
+                       preset=args.preset, gpus=args.gpus, only=args.arms, ray=args.ray,
+                       cpus_per_job=args.cpus_per_job)
     print(Path(result["markdown"]).read_text())
     return 0
 
@@ -225,7 +226,13 @@ def build_parser():
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value in every arm's config")
     p.add_argument("--gpus", default=None, metavar="N,N,...", type=_device_list,
-                   help="run the arms and repeats in parallel, one process per CUDA device")
+                   help="run the jobs in parallel on these CUDA devices, one job per device (a local Ray)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run every pre-training, arm and repeat as a Ray task: on a Ray started here, or on "
+                        "the running cluster at ADDRESS (host:port); every node must see this folder and "
+                        "runs_dir at the same path (docs/cluster.md)")
+    p.add_argument("--cpus-per-job", type=_positive, default=None, metavar="N",
+                   help="with --ray on CPUs: CPUs per job (default: up to 4, as the largest node has)")
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="schedule preset, e.g. gpu (configs/presets/gpu.yaml: iterations x20)")
     p.add_argument("--arms", default=None, metavar="KEY,KEY,...", type=lambda t: [k.strip() for k in t.split(",") if k.strip()],

@@ -137,7 +137,7 @@ def test_tiny_refine_run_trains_on_patches_and_refines_the_first_estimates(phant
 
 @pytest.mark.slow
 def test_a_table_keeps_the_first_net_when_only_the_refine_settings_change(phantom, clean_tmp):
-    from dentcae.tables.run import _train_or_reuse
+    from dentcae.tables.jobs import train_or_reuse as _train_or_reuse
     said = []
     first = tiny(clean_tmp, phantom, name="hm", prepare={"input_size": 96, "resize": "pad"},
                  model={"head": "heatmap", "head_width": 16}, solver={"max_iter": 2, "batch_size": 2})

@@ -68,7 +68,7 @@ def test_table_bases_merge_and_sweeps_repeat_every_arm(tmp_path):
 
 
 def test_a_run_saved_before_a_key_existed_is_still_recognised(tmp_path):
-    from dentcae.tables.run import _made_by
+    from dentcae.tables.jobs import made_by as _made_by
     cfg = load_config("configs/ours/heatmap_scratch.yaml")
     run = tmp_path / "run"
     run.mkdir()
@@ -80,20 +80,6 @@ def test_a_run_saved_before_a_key_existed_is_still_recognised(tmp_path):
     assert _made_by(run, cfg)
     cfg["solver"]["max_iter"] += 1
     assert not _made_by(run, cfg)
-
-
-@pytest.mark.slow
-def test_jobs_on_two_devices_run_in_two_worker_processes_and_come_back_in_order(phantom, clean_tmp, quiet):
-    """The --gpus machinery, with two CPU 'devices' (None): each job trains and evaluates a run."""
-    from conftest import tiny
-    from dentcae.data.prepare import prepare
-    from dentcae.runtime.jobs import run_jobs
-    from dentcae.tables.run import train_and_evaluate
-    cfgs = [tiny(clean_tmp, phantom, name=f"job{i}", solver={"max_iter": 2, "snapshot": 2}) for i in range(3)]
-    prepare(cfgs[0], log=quiet)     # as run_table does first: the jobs share this cache entry
-    summaries = run_jobs(train_and_evaluate, cfgs, devices=[None, None])
-    assert [s["checkpoint"].split("/")[-2] for s in summaries] == ["job0", "job1", "job2"]
-    assert all(s["mre_mm"] > 0 and s["training"]["iterations"] == 2 for s in summaries)
 
 
 @pytest.mark.slow

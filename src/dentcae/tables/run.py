@@ -7,64 +7,28 @@ published mean/std per landmark, and a label) and the comparisons to test. Arms 
 weights run from scratch when model.imagenet_weights is absent, and the table says so by name.
 Runs go to runs/<table>/<arm>_r<repeat>; a finished run with the same resolved config is reused, an
 interrupted one resumed, and a finished first net is kept when only its head's sub-run settings
-changed. Outputs (render.py): results/<table>.md/.csv/.json and figures.
+changed (jobs.py). The jobs run here one after another, or as Ray tasks on this machine's devices or
+a cluster (schedule.py, runtime/cluster.py). Outputs (render.py): results/<table>.md/.csv/.json and
+figures.
 """
-import functools
 import json
 from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError, dump_config, load_config
-from ..data.prepare import ensure_dataset, prepare
 from ..evaluation.annotators import protocol_lines
-from ..evaluation.evaluate import describe, evaluate_checkpoint
+from ..evaluation.evaluate import describe
 from ..evaluation.metrics import read_prediction_errors
 from ..runtime.atomic import write_atomic, write_csv_atomic
 from ..runtime.backend import set_device
-from ..runtime.jobs import run_jobs
-from ..train.loop import train, train_subrun
+from ..runtime.cluster import open_engine
 from ..train.runfiles import run_dir
-from ..schema import first_net_settings, training_settings
 from ..train.stages import subruns
 from . import pseudo_arms
 from .curve import curve_rows, plot_curve
 from .render import csv_rows, first_net_lines, pretraining_lines, table_figures, tabulate
+from .schedule import run_arms
 from .spec import check_repeats, check_runs, load_preset, load_table, resolve_run, slug
-
-
-def _made_by(run, cfg, first_net_only=False):
-    """The run folder's saved config is `cfg` (keys added to the schema since it was written count
-    with their defaults, so older runs of the same settings are still recognised), apart from the
-    head's test-time keys; with `first_net_only`, apart from everything only its sub-runs read."""
-    try:
-        saved = load_config(run / "config.yaml") if (run / "config.yaml").exists() else None
-    except ConfigError:
-        return False
-    if saved is None:
-        return False
-    settings = first_net_settings if first_net_only else training_settings
-    return settings(saved) == settings(cfg)
-
-
-def _train_or_reuse(cfg, gpu, log):
-    """Reuse a finished run of the same config, resume an interrupted one, else train afresh. A
-    run whose first net was made with the same settings keeps it when only its sub-runs' settings
-    changed (the heatmap's model.refine), and trains (or resumes) those sub-runs alone."""
-    run = run_dir(cfg)
-    if _made_by(run, cfg, first_net_only=True) and (run / "final.caffemodel").exists():
-        same = _made_by(run, cfg)
-        dump_config(cfg, run / "config.yaml")           # the same, or new test-time or sub-run settings
-        todo = [name for name in subruns(cfg) if not same or not (run / name / "final.caffemodel").exists()]
-        if not todo:
-            log(f"reusing finished run {run}")
-            return
-        log(f"reusing the first net of {run}; training its {', '.join(todo)} net")
-        for name in todo:
-            train_subrun(cfg, name, gpu, resume=True, log=log)
-        return
-    resume = _made_by(run, cfg, first_net_only=True) and (run / "snapshots" / "latest.json").exists()
-    train(cfg, gpu=gpu, resume=resume, overwrite=not resume, log=log)
 
 
 class _Collected:
@@ -100,102 +64,6 @@ class _Collected:
         self.data_by_arm.setdefault(key, summary["data"])
         self.baselines.append(summary["baseline_mean_shape_mre_mm"])
         self.baselines_by_arm.setdefault(key, []).append(summary["baseline_mean_shape_mre_mm"])
-
-
-def train_and_evaluate(cfg, gpu, log=print):
-    """One arm's run: train (or reuse) it, then score it on its test split (a job of jobs.run_jobs;
-    worker processes log to their stdout)."""
-    _train_or_reuse(cfg, gpu, log)
-    return evaluate_checkpoint(cfg, run_dir(cfg), gpu=gpu)
-
-
-def _pretrainings(table, overrides):
-    """{name: pre-training config} of the pre-trainings the arms start from, in the table's order."""
-    inits = {resolve_run(a["config"], table, a["key"], 0, overrides, a.get("set"))[0]["model"]["init"]
-             for a in table["arms"]}
-    return {name: config for name, config in table["pretrainings"].items() if name in inits}
-
-
-def _resolver(table, overrides, got, log):
-    """resolve(config, name, repeat, arm_set, extra=[]) -> one run's config; replaced weights noted once."""
-    def resolve(config, name, repeat, arm_set=None, extra=()):
-        cfg, note = resolve_run(config, table, name, repeat, list(overrides or []) + list(extra), arm_set)
-        if note and note not in got.replaced:
-            log(f"replaced: {note}")
-            got.replaced.add(note)
-        return cfg
-    return resolve
-
-
-def _jobs(table, arms, devices, overrides, got, log):
-    """Train (or reuse) the pre-trainings of every repeat; returns the arms' (key, repeat, config) jobs."""
-    jobs, resolve = [], _resolver(table, overrides, got, log)
-    pretrainings = _pretrainings(table, overrides)
-    for r in range(table["repeats"]):
-        pre_runs = {}
-        for name, config in pretrainings.items():
-            pre_cfg = resolve(config, name, r if table["repeat_over"] == "seed" else 0)
-            _train_or_reuse(pre_cfg, devices[0], log)
-            pre_runs[name] = run_dir(pre_cfg)
-            got.pretrain_runs[name].append(pre_runs[name])
-        for key, arm in arms.items():
-            if arm.get("pseudo_labels_from"):
-                continue                        # after their teachers (_pseudo_jobs)
-            cfg = resolve(arm["config"], key, r, arm.get("set"))
-            if cfg["model"]["init"] in pre_runs:
-                cfg["model"]["pretrain_run"] = str(pre_runs[cfg["model"]["init"]])
-            jobs.append((key, r, cfg))
-    return jobs
-
-
-def _pseudo_jobs(table, arms, done, overrides, got, devices, log):
-    """The pseudo-label arms whose teachers are done: their data made (or reused), their jobs; an
-    arm whose teacher left nothing unlabelled is its teacher (done at once, noted)."""
-    resolve, jobs = _resolver(table, overrides, got, log), []
-    for key, arm in arms.items():
-        teacher = arm.get("pseudo_labels_from")
-        if not teacher or key in got.errors and got.errors[key] or (teacher, 0) not in done:
-            continue
-        for r in range(table["repeats"]):
-            folder, report = pseudo_arms.pseudo_data(done[teacher, r][0], f"{key}_r{r}", log, devices[0])
-            got.pseudo.setdefault(key, []).append(pseudo_arms.report_fields(report))
-            if pseudo_arms.no_candidates(report):
-                note = f"{key}: no training image was left unlabelled, so the arm is its teacher {teacher}"
-                if note not in got.replaced:
-                    log(f"replaced: {note}")
-                    got.replaced.add(note)
-                done[key, r] = done[teacher, r]
-                got.add(key, *done[teacher, r])
-                continue
-            jobs.append((key, r, resolve(arm["config"], key, r, arm.get("set"), pseudo_arms.student_overrides(folder))))
-    return jobs
-
-
-def _run_jobs(jobs, devices, got, done, log):
-    """Train and evaluate the jobs (on all `devices` at once when there are several)."""
-    if len(devices) > 1:        # workers would race to build a prepared-data entry they share
-        for _, _, cfg in jobs:
-            ensure_dataset(cfg, log)
-            prepare(cfg, log=log)
-    job = train_and_evaluate if len(devices) > 1 else functools.partial(train_and_evaluate, log=log)
-    for (key, r, cfg), summary in zip(jobs, run_jobs(job, [cfg for _, _, cfg in jobs], devices)):
-        done[key, r] = (cfg, summary)
-    for key, r, _ in sorted(jobs, key=lambda j: j[1]):      # repeat by repeat, as the errors are kept
-        got.add(key, *done[key, r])
-
-
-def _run_arms(table, arms, devices, overrides, log):
-    """The pre-trainings, then every arm for every repeat, each evaluated; then, wave by wave, the
-    pseudo-label arms whose teachers have finished."""
-    got, done = _Collected(arms, table["pretrainings"]), {}
-    _run_jobs(_jobs(table, arms, devices, overrides, got, log), devices, got, done, log)
-    while not all(got.errors[k] for k in arms):
-        jobs = _pseudo_jobs(table, arms, done, overrides, got, devices, log)
-        if not jobs and not all(got.errors[k] for k in arms):
-            raise RuntimeError(f"{table['name']}: arms {', '.join(k for k in arms if not got.errors[k])} "
-                               "wait for teachers that did not run")
-        _run_jobs(jobs, devices, got, done, log)
-    return got
 
 
 def data_lines(arms, data_by_arm):
@@ -244,24 +112,30 @@ def _markdown(result, got, arms):
     return text + protocol_lines({arms[k]["label"]: p for k, p in got.protocols.items()})
 
 
-def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=None, gpus=None, only=None, log=print):
+def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=None, gpus=None, only=None,
+              ray=None, cpus_per_job=None, log=print):
     """Train and evaluate every arm; write <name>.md/.json/.csv and figures; returns the result.
-    `preset` (spec.load_preset) scales every run's schedule, e.g. "gpu"; `gpus` runs the arms
-    and repeats in parallel, one process per GPU (`gpu`: all on one device); `only`: those arms
-    (keys as the table writes them, before a sweep) and the arms they take pseudo-labels from."""
-    devices = list(gpus) if gpus else [gpu]
-    for device in devices:
+    `preset` (spec.load_preset) scales every run's schedule, e.g. "gpu"; `gpus` runs the jobs in
+    parallel on those CUDA devices (a local Ray; `gpu`: all on one device); `ray`: "local" or a
+    cluster's address, `cpus_per_job` CPUs each where there are no GPUs; `only`: those arms (keys as
+    the table writes them, before a sweep) and the arms they take pseudo-labels from."""
+    for device in list(gpus or []) + [gpu]:
         if device is not None:
             set_device(device)          # a GPU asked for but absent fails here, before any work
     table, run_overrides = _load(path, repeats, preset, overrides, only)
     out = Path(out or table["results_dir"])
     out.mkdir(parents=True, exist_ok=True)
     arms = {a["key"]: a for a in table["arms"]}
-    got = _run_arms(table, arms, devices, run_overrides, log)
+    runs_dir = Path(resolve_run(table["arms"][0]["config"], table, "x", 0, run_overrides)[0]["runs_dir"])
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with open_engine(runs_dir, ray, gpus, gpu, cpus_per_job, log) as engine:
+        got = run_arms(table, arms, engine, run_overrides, _Collected(arms, table["pretrainings"]), log)
+        where = engine.describe()
     result = tabulate(table, arms, got.errors, got.names, sorted(got.replaced), got.synthetic, got.samples,
                       data_lines(arms, got.data_by_arm), got.wall_s)
     result.update(data=got.data, data_by_arm=got.data_by_arm, preset=table["preset"] or None,
-                  baseline_mean_shape_mre_mm=float(np.mean(got.baselines)), pseudo_labels=got.pseudo or None)
+                  baseline_mean_shape_mre_mm=float(np.mean(got.baselines)), pseudo_labels=got.pseudo or None,
+                  ran_on=where)
     if "sweep_key" in table:
         result.update(sweep_key=table["sweep_key"], sweep_values=table["sweep_values"])
         curve_rows(result, arms, got.data_by_arm, got.baselines_by_arm)

@@ -1,0 +1,123 @@
+"""A table's jobs, in the order they depend on each other, on an engine (runtime/cluster.py: here
+one after another, or as Ray tasks):
+
+    got = run_arms(table, arms, engine, overrides, collected, log)
+
+First every pre-training and every arm (an arm starts after the pre-training it copies from), then,
+wave by wave, the pseudo-label arms whose teachers have finished (their data is made here, on the
+driver: tables/pseudo_arms.py). On a parallel engine every job's prepared data is built here first:
+jobs that found a shared cache entry being built would fail on its lock rather than wait.
+"""
+import functools
+
+from ..data.prepare import ensure_dataset, prepare
+from ..train.runfiles import run_dir
+from . import pseudo_arms
+from .jobs import train_and_evaluate, train_pretraining
+from .spec import resolve_run
+
+
+def _resolver(table, overrides, got, log):
+    """resolve(config, name, repeat, arm_set, extra=[]) -> one run's config; replaced weights noted once."""
+    def resolve(config, name, repeat, arm_set=None, extra=()):
+        cfg, note = resolve_run(config, table, name, repeat, list(overrides or []) + list(extra), arm_set)
+        if note and note not in got.replaced:
+            log(f"replaced: {note}")
+            got.replaced.add(note)
+        return cfg
+    return resolve
+
+
+def _pretrainings(table, overrides):
+    """{name: pre-training config} of the pre-trainings the arms start from, in the table's order."""
+    inits = {resolve_run(a["config"], table, a["key"], 0, overrides, a.get("set"))[0]["model"]["init"]
+             for a in table["arms"]}
+    return {name: config for name, config in table["pretrainings"].items() if name in inits}
+
+
+def _plan(table, arms, overrides, got, log):
+    """{pre-training run folder: config} and [(key, repeat, config, pre-training run folder or None)]
+    of the pre-trainings and the arms that take no pseudo-labels."""
+    resolve, pre, jobs = _resolver(table, overrides, got, log), {}, []
+    pretrainings = _pretrainings(table, overrides)
+    for r in range(table["repeats"]):
+        pre_runs = {}
+        for name, config in pretrainings.items():
+            cfg = resolve(config, name, r if table["repeat_over"] == "seed" else 0)
+            pre_runs[name] = str(run_dir(cfg))
+            pre.setdefault(pre_runs[name], cfg)
+            got.pretrain_runs[name].append(run_dir(cfg))
+        for key, arm in arms.items():
+            if arm.get("pseudo_labels_from"):
+                continue                        # after their teachers (_pseudo_jobs)
+            cfg = resolve(arm["config"], key, r, arm.get("set"))
+            source = pre_runs.get(cfg["model"]["init"])
+            if source:
+                cfg["model"]["pretrain_run"] = source
+            jobs.append((key, r, cfg, source))
+    return pre, jobs
+
+
+def _job(engine, fn, log):
+    return fn if engine.parallel else functools.partial(fn, log=log)
+
+
+def _prepare_first(engine, cfgs, log):
+    if engine.parallel:
+        for cfg in cfgs:
+            ensure_dataset(cfg, log)
+            prepare(cfg, log=log)
+
+
+def _submit(engine, jobs, pre_refs, got, done, log):
+    """The arms' jobs, each after its pre-training; their summaries collected repeat by repeat."""
+    fn = _job(engine, train_and_evaluate, log)
+    refs = [engine.submit(fn, cfg, f"{key}_r{r}", after=[pre_refs[source]] if source else [])
+            for key, r, cfg, source in jobs]
+    engine.gather(list(pre_refs.values()))          # a pre-training that failed says so by its name
+    for (key, r, cfg, _), summary in zip(jobs, engine.gather(refs)):
+        done[key, r] = (cfg, summary)
+    for key, r, _, _ in sorted(jobs, key=lambda j: j[1]):      # repeat by repeat, as the errors are kept
+        got.add(key, *done[key, r])
+
+
+def _pseudo_jobs(table, arms, done, overrides, got, log):
+    """The pseudo-label arms whose teachers are done: their data made (or reused), their jobs; an
+    arm whose teacher left nothing unlabelled is its teacher (done at once, noted)."""
+    resolve, jobs = _resolver(table, overrides, got, log), []
+    for key, arm in arms.items():
+        teacher = arm.get("pseudo_labels_from")
+        if not teacher or got.errors[key] or (teacher, 0) not in done:
+            continue
+        for r in range(table["repeats"]):
+            folder, report = pseudo_arms.pseudo_data(done[teacher, r][0], f"{key}_r{r}", log)
+            got.pseudo.setdefault(key, []).append(pseudo_arms.report_fields(report))
+            if pseudo_arms.no_candidates(report):
+                note = f"{key}: no training image was left unlabelled, so the arm is its teacher {teacher}"
+                if note not in got.replaced:
+                    log(f"replaced: {note}")
+                    got.replaced.add(note)
+                done[key, r] = done[teacher, r]
+                got.add(key, *done[teacher, r])
+                continue
+            cfg = resolve(arm["config"], key, r, arm.get("set"), pseudo_arms.student_overrides(folder))
+            jobs.append((key, r, cfg, None))
+    return jobs
+
+
+def run_arms(table, arms, engine, overrides, got, log):
+    """Every pre-training and arm of every repeat on `engine`, each arm evaluated, into `got`."""
+    done = {}
+    pre, jobs = _plan(table, arms, overrides, got, log)
+    _prepare_first(engine, list(pre.values()) + [cfg for _, _, cfg, _ in jobs], log)
+    fn = _job(engine, train_pretraining, log)
+    pre_refs = {run: engine.submit(fn, cfg, run.rsplit("/", 1)[-1]) for run, cfg in pre.items()}
+    _submit(engine, jobs, pre_refs, got, done, log)
+    while not all(got.errors[k] for k in arms):
+        jobs = _pseudo_jobs(table, arms, done, overrides, got, log)
+        if not jobs and not all(got.errors[k] for k in arms):
+            raise RuntimeError(f"{table['name']}: arms {', '.join(k for k in arms if not got.errors[k])} "
+                               "wait for teachers that did not run")
+        _prepare_first(engine, [cfg for _, _, cfg, _ in jobs], log)
+        _submit(engine, jobs, {}, got, done, log)
+    return got

@@ -1,0 +1,170 @@
+"""Tables on Ray (runtime/cluster.py): a real two-node Ray cluster on this machine (a head and a node
+joined by address, 1 CPU each) runs a tiny table with the per-sample errors of a serial run with one
+BLAS thread (Caffe's CPU results depend on the thread count, and Ray gives a 1-CPU job one); a worker
+killed mid-run is retried and the run resumes from its snapshot; a node that cannot see runs_dir
+fails with the clear error. The nodes are started with `ray start` and stopped with `ray stop`,
+which stops every Ray of this user on the machine."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import run_cli, tiny_config
+from dentcae.evaluation.metrics import read_prediction_errors
+from dentcae.runtime.cluster import ClusterError, check_shared
+from dentcae.tables.run import run_table
+from dentcae.train.losslog import LossLog
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_stop():
+    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+
+
+@contextmanager
+def ray_cluster(head_cpus=1, node_cpus=1, node_prefix=()):
+    """A head and one more node joined by address on this machine; yields the address."""
+    pytest.importorskip("ray")
+    port = _free_port()
+    common = ["--node-ip-address", "127.0.0.1", "--object-store-memory", str(80 * 2 ** 20), "--disable-usage-stats"]
+    local = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}   # a loopback-only test cluster
+    saved = {k: os.environ.get(k) for k in local}
+    os.environ.update(local)                            # the drivers here join it the same way
+    env = dict(os.environ)
+    try:
+        subprocess.run([RAY, "start", "--head", "--port", str(port), "--num-cpus", str(head_cpus),
+                        "--include-dashboard", "false", *common], check=True, capture_output=True, env=env, timeout=180)
+        subprocess.run([*node_prefix, RAY, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", str(node_cpus),
+                        *common], check=True, capture_output=True, env=env, timeout=180)
+        yield f"127.0.0.1:{port}"
+    finally:
+        _ray_stop()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def _table(tmp, root, name="tiny", arms=("a", "b", "c")):
+    pre = tiny_config(tmp, root, stage="pretrain", name="cae", solver={"max_iter": 2})
+    cfgs = {k: tiny_config(tmp, root, name=f"arm_{k}", model={"init": "cae" if k == "c" else "scratch"},
+                           solver={"max_iter": 3}) for k in arms}
+    table = {"name": name, "results_dir": str(tmp / "results"), "pretrainings": {"cae": str(pre)},
+             "arms": [{"key": k, "label": k, "config": str(c)} for k, c in cfgs.items()],
+             "comparisons": [["a", "b"]] if {"a", "b"} <= set(arms) else []}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(table))
+    return path
+
+
+def test_a_task_that_cannot_see_the_shared_folders_says_which_and_where(tmp_path):
+    with pytest.raises(ClusterError, match="cannot see the driver's working folder"):
+        check_shared(str(tmp_path / "absent"), "runs/.dentcae-cluster.json", "t")
+    (tmp_path / "runs").mkdir()
+    here = os.getcwd()
+    try:
+        with pytest.raises(ClusterError, match=r"does not see the run folders .*runs/\.dentcae-cluster\.json is missing"):
+            check_shared(str(tmp_path), "runs/.dentcae-cluster.json", "t")
+        (tmp_path / "runs/.dentcae-cluster.json").write_text(json.dumps({"token": "other"}))
+        with pytest.raises(ClusterError, match="another driver"):
+            check_shared(str(tmp_path), "runs/.dentcae-cluster.json", "t")
+    finally:
+        os.chdir(here)
+
+
+@pytest.mark.slow
+def test_a_two_node_cluster_runs_the_table_as_a_serial_run_does(phantom, clean_tmp, quiet):
+    serial_dir, ray_dir = clean_tmp / "serial", clean_tmp / "ray"
+    for d in (serial_dir, ray_dir):
+        d.mkdir()
+    # a serial run with as many BLAS threads as a job has CPUs here (Ray sets OMP_NUM_THREADS to it):
+    # Caffe on the CPU is deterministic for a given thread count, not across thread counts
+    run_cli("table", str(_table(serial_dir, phantom)), env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+            check=True)
+    serial = json.loads((serial_dir / "results/tiny.json").read_text())
+    with ray_cluster() as address:
+        clustered = run_table(_table(ray_dir, phantom), ray=address, cpus_per_job=1, log=quiet)
+    nodes = clustered["ran_on"]["runs_by_node"]
+    assert len(nodes) == 2, nodes                       # both nodes ran jobs
+    assert sorted(sum(nodes.values(), [])) == ["a_r0", "b_r0", "c_r0", "cae_r0"]
+    assert serial["ran_on"] == {"engine": "serial", "device": "cpu"}
+    for key in ("a", "b", "c"):
+        e_serial, ids_serial = read_prediction_errors(serial_dir / "runs/tiny" / f"{key}_r0" / "predictions.csv")
+        e_ray, ids_ray = read_prediction_errors(ray_dir / "runs/tiny" / f"{key}_r0" / "predictions.csv")
+        assert ids_serial == ids_ray
+        np.testing.assert_array_equal(e_serial, e_ray)
+    assert [r["ours_mre_mm"] for r in serial["rows"]] == [r["ours_mre_mm"] for r in clustered["rows"]]
+    assert serial["comparisons"][0]["wilcoxon_p"] == clustered["comparisons"][0]["wilcoxon_p"]
+
+
+def _kill_once_snapshotted(run, note, killed):
+    """Kill the worker of `run` (its pid in `note`) once its first snapshot exists."""
+    deadline = time.time() + 600
+    while time.time() < deadline and not killed:
+        if (run / "snapshots" / "latest.json").exists() and note.exists():
+            pid = json.loads(note.read_text())["pid"]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_retried_and_its_run_resumes_from_the_snapshot(phantom, clean_tmp, quiet):
+    pytest.importorskip("ray")
+    cfg = tiny_config(clean_tmp, phantom, name="long", prepare={"input_size": 96, "resize": "pad"},
+                      model={"head": "heatmap", "head_width": 16},
+                      solver={"max_iter": 60, "snapshot": 5, "test_interval": 20, "batch_size": 2})
+    table = clean_tmp / "kill.yaml"
+    table.write_text(yaml.safe_dump({"name": "kill", "results_dir": str(clean_tmp / "results"),
+                                     "arms": [{"key": "long", "label": "long", "config": str(cfg)}]}))
+    run, killed = clean_tmp / "runs/kill/long_r0", []
+    killer = threading.Thread(target=_kill_once_snapshotted, args=(run, clean_tmp / "runs/kill/.workers/long_r0.json", killed))
+    killer.start()
+    try:
+        result = run_table(table, ray="local", cpus_per_job=1, log=quiet)
+    finally:
+        killed.append("stop")
+        killer.join()
+        _ray_stop()
+    assert isinstance(killed[0], int), "the run finished before its worker could be killed"
+    log = (run / "log.txt").read_text()
+    assert "resumed" in log                              # the retried task went on from the snapshot
+    assert json.loads((clean_tmp / "runs/kill/.workers/long_r0.json").read_text())["pid"] != killed[0]
+    iters = LossLog(run / "loss.csv").read()["train"][0]
+    assert list(iters) == sorted(set(iters)) and len(iters) == 60          # one continuous run
+    assert np.isfinite(result["rows"][0]["ours_mre_mm"])
+
+
+@pytest.mark.slow
+def test_a_node_that_cannot_see_runs_dir_fails_clearly_without_hanging(phantom, clean_tmp):
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespaces here (unshare --mount) to hide runs_dir from a node")
+    runs = clean_tmp / "runs"
+    runs.mkdir()
+    path = _table(clean_tmp, phantom, name="blind", arms=("a",))
+    # the second node sees an empty folder where the driver's runs_dir is; the head runs no job
+    hide = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"mount -t tmpfs none {runs} && exec \"$0\" \"$@\""]
+    with ray_cluster(head_cpus=0, node_prefix=hide) as address:
+        started = time.time()
+        code, out = run_cli("table", str(path), "--ray", address, "--cpus-per-job", "1")
+        took = time.time() - started
+    assert code != 0 and "does not see the run folders the driver writes" in out, out[-3000:]
+    assert "Traceback" not in out and took < 300
