@@ -167,6 +167,8 @@ def test_sweeps_name_null_all_narrow_to_a_set_value_and_keep_pseudo_label_teache
     assert t["arms"][3]["label"] == "scratch, dataset.label_budget = all" and t["arms"][3]["sweep_value"] is None
     one = load_table(tmp_path / "t.yaml", ["dataset.label_budget=10", "solver.max_iter=3"], only=["p"])
     assert [a["key"] for a in one["arms"]] == ["s_10", "p_10"] and one["comparisons"] == [["s_10", "p_10"]]
+    two = load_table(tmp_path / "t.yaml", ["dataset.label_budget=[null, 10]"])
+    assert [a["key"] for a in two["arms"]] == ["s_all", "c_all", "p_all", "s_10", "c_10", "p_10"]
     with pytest.raises(ConfigError, match="--arms: no arm x"):
         load_table(tmp_path / "t.yaml", only=["x"])
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"name": "b", "arms": [arms[2], arms[0]]}))

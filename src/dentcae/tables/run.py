@@ -94,7 +94,7 @@ def _results_name(table, overrides, only):
     was narrowed to them (--set of the swept key, --arms), so it never overwrites the whole table's."""
     name = table["name"]
     if "sweep_key" in table and any(o.split("=", 1)[0].strip() == table["sweep_key"] for o in overrides or []):
-        name += f"_{table['sweep_key'].rsplit('.', 1)[-1]}-{slug(table['sweep_values'][0])}"
+        name += f"_{table['sweep_key'].rsplit('.', 1)[-1]}-" + "-".join(slug(v) for v in table["sweep_values"])
     return name + ("_" + "-".join(only) if only else "")
 
 

@@ -8,7 +8,7 @@ by name: an arm with `model.init: cae` needs `pretrainings: {cae: ...}`), repeat
 folds, and the pairs of arms to compare. `_base_` works as in run configs: keys override the base's,
 mappings (`set`, `pretrainings`) merge, lists (`arms`, `comparisons`) are replaced. `sweep: {key:
 dataset.label_budget, values: [10, 25]}` repeats every arm (and comparison) once per value, as
-arms `<key>_<value>` (`all` for null); a --set of the swept key runs that one value. An arm with
+arms `<key>_<value>` (`all` for null); a --set of the swept key runs that value (or list of values). An arm with
 `pseudo_labels_from: <arm>` trains on the pseudo-labels that arm's detector gives the unlabelled
 training images (tables/pseudo_arms.py). Each arm's or pre-training's run goes to
 runs/<table>/<name>_r<repeat>.
@@ -81,7 +81,7 @@ def slug(value):
 def _expand_sweep(path, t, overrides=None):
     """Every arm once per swept value (key `<arm>_<value>`, the value in the arm's own `set`);
     every comparison once per value, between the arms of that value. A --set of the swept key
-    (`overrides`) keeps that one value, with the same arm keys and run folders."""
+    (`overrides`) keeps that value (or those of a list), with the same arm keys and run folders."""
     sweep = t.pop("sweep", None)
     if sweep is None:
         return t
@@ -90,7 +90,8 @@ def _expand_sweep(path, t, overrides=None):
         raise ConfigError(f"{path}: sweep must be {{key: a.dotted.key, values: [v1, v2, ...]}}")
     key, values = sweep["key"], sweep["values"]
     try:
-        values = [value_at(parse_set(overrides), key)]
+        chosen = value_at(parse_set(overrides), key)
+        values = chosen if isinstance(chosen, list) else [chosen]
     except (KeyError, TypeError):
         pass
     shown = lambda v: "all" if v is None else v          # noqa: E731
