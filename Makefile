@@ -36,6 +36,7 @@ help:
 	@echo "make table3    ours: regression vs heatmap head x scratch vs CAE vs augmentation pretext"
 	@echo "make bench     training images/s of the CAE, regressor, heatmap and refine nets against caffe time's"
 	@echo "               forward+backward bound; predict seconds per image (Caffe, ONNX Runtime)"
+	@echo "               a small table serially and on a two-node local Ray cluster, Ray's cost per job"
 	@echo "make clean     delete runs/, results/ and data/cache/ (datasets and .venv stay)"
 	@echo "GPU=N          pass --gpu N to training (needs a CUDA build of Caffe)"
 	@echo "TRAIN_FLAGS=--resume (or --overwrite)   for make pretrain / make finetune on an existing run"
@@ -90,6 +91,7 @@ demo: setup
 
 bench: caffe data
 	$(PY) scripts/bench.py
+	$(PY) scripts/bench_cluster.py
 
 table1: caffe data
 	$(DENTCAE) table configs/paper/table1.yaml $(GPU_FLAG)

@@ -170,6 +170,11 @@ class RayCluster:
                 {"GPU": 1} if self.gpu_job else {"CPU": self.cpus_per_job}, "runs_by_node": nodes}
 
 
+def ping(cfg, device):
+    """A job that does nothing: what running a job on the engine costs beyond the job (make bench)."""
+    return None
+
+
 def open_engine(runs_dir, ray=None, gpus=None, gpu=None, cpus_per_job=None, log=print):
     """Serial on `gpu` (None: CPU), or Ray: `ray` "local" or an address, `gpus` several devices."""
     if ray is None and not gpus:
