@@ -9,11 +9,12 @@ SYNTHETIC phantom, 40 iterations each, distinct seeds). Measured:
   start      seconds to start the two nodes (`ray start`, not part of the table's wall time);
   overhead   seconds per job that do no work (runtime.cluster.ping) from submit to result, one at a
              time: what Ray adds to each task (the table's jobs take minutes on real data).
-Writes results/bench_cluster.json. The two nodes are stopped with `ray stop` (every Ray of this user).
+Writes results/bench_cluster.json. The two nodes are `ray start --block` processes, stopped at the end.
 """
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -49,14 +50,38 @@ def _timed_table(path, *flags):
 
 
 def _start_nodes():
+    """A head and a second node (1 CPU each), each its own process group; (address, processes)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-memory", str(80 * 2 ** 20)]
-    subprocess.run([RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common],
-                   check=True, capture_output=True, env=ENV)
-    subprocess.run([RAY, "start", "--address", f"127.0.0.1:{port}", *common], check=True, capture_output=True, env=ENV)
-    return f"127.0.0.1:{port}"
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-memory", str(80 * 2 ** 20), "--block"]
+    start = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=ENV)
+    nodes = [subprocess.Popen([RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common], **start)]
+    address = f"127.0.0.1:{port}"
+    _wait_for(address, 1)
+    nodes.append(subprocess.Popen([RAY, "start", "--address", address, *common], **start))
+    _wait_for(address, 2)
+    return address, nodes
+
+
+def _wait_for(address, n):
+    code = f"import ray; ray.init(address={address!r}, log_to_driver=False); print(sum(x['Alive'] for x in ray.nodes()))"
+    for _ in range(180):
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+        if p.returncode == 0 and p.stdout.split() and int(p.stdout.split()[-1]) >= n:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"the Ray cluster at {address} did not reach {n} nodes")
+
+
+def _stop(nodes):
+    for node in nodes:
+        os.killpg(node.pid, signal.SIGTERM)
+    for node in nodes:
+        try:
+            node.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
 
 
 def _overhead(address, runs_dir, n):
@@ -82,7 +107,7 @@ def main():
         serial = _timed_table(_table(tmp / "serial", args.arms, args.iterations))
         print(f"table of {args.arms} jobs, serial: {serial:.1f} s", flush=True)
         started = time.time()
-        address = _start_nodes()
+        address, nodes = _start_nodes()
         start_s = time.time() - started
         try:
             cluster = _timed_table(_table(tmp / "cluster", args.arms, args.iterations), "--ray", address,
@@ -92,7 +117,7 @@ def main():
             overhead = _overhead(address, tmp / "cluster" / "runs", 20)
             print(f"Ray's cost per job (an empty job, submit to result): {1000 * overhead:.0f} ms", flush=True)
         finally:
-            subprocess.run([RAY, "stop", "--force"], capture_output=True)
+            _stop(nodes)
     info = {"data": "SYNTHETIC phantom", "table": f"{args.arms} regressor arms, {args.iterations} iterations each",
             "cores": len(os.sched_getaffinity(0)), "serial_s": round(serial, 1), "two_node_cluster_s": round(cluster, 1),
             "node_start_s": round(start_s, 1), "overhead_per_task_s": round(overhead, 4)}

@@ -2,8 +2,7 @@
 joined by address, 1 CPU each) runs a tiny table with the per-sample errors of a serial run with one
 BLAS thread (Caffe's CPU results depend on the thread count, and Ray gives a 1-CPU job one); a worker
 killed mid-run is retried and the run resumes from its snapshot; a node that cannot see runs_dir
-fails with the clear error. The nodes are started with `ray start` and stopped with `ray stop`,
-which stops every Ray of this user on the machine."""
+fails with the clear error. The nodes are `ray start --block` processes this test stops itself."""
 import json
 import os
 import shutil
@@ -35,30 +34,62 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _ray_stop():
-    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+def _alive_nodes(address):
+    code = ("import ray; ray.init(address=%r, log_to_driver=False); "
+            "print(sum(n['Alive'] for n in ray.nodes()))" % address)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return int(p.stdout.split()[-1]) if p.returncode == 0 and p.stdout.split() else 0
+
+
+def _stop(nodes):
+    """Stop the nodes this test started (each its own process group), and only those."""
+    for node in nodes:
+        try:
+            os.killpg(node.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    for node in nodes:
+        try:
+            node.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
 
 
 @contextmanager
 def ray_cluster(head_cpus=1, node_cpus=1, node_prefix=()):
-    """A head and one more node joined by address on this machine; yields the address."""
+    """A head and one more node joined by address on this machine, each a `ray start --block` in its
+    own process group (so another Ray of this user is left alone); yields the address."""
     pytest.importorskip("ray")
     port = _free_port()
-    common = ["--node-ip-address", "127.0.0.1", "--object-store-memory", str(80 * 2 ** 20), "--disable-usage-stats"]
+    address = f"127.0.0.1:{port}"
+    common = ["--node-ip-address", "127.0.0.1", "--object-store-memory", str(80 * 2 ** 20), "--disable-usage-stats",
+              "--block"]
     local = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}   # a loopback-only test cluster
     saved = {k: os.environ.get(k) for k in local}
     os.environ.update(local)                            # the drivers here join it the same way
-    env = dict(os.environ)
+    start = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ))
+    nodes = []
     try:
-        subprocess.run([RAY, "start", "--head", "--port", str(port), "--num-cpus", str(head_cpus),
-                        "--include-dashboard", "false", *common], check=True, capture_output=True, env=env, timeout=180)
-        subprocess.run([*node_prefix, RAY, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", str(node_cpus),
-                        *common], check=True, capture_output=True, env=env, timeout=180)
-        yield f"127.0.0.1:{port}"
+        nodes.append(subprocess.Popen([RAY, "start", "--head", "--port", str(port), "--num-cpus", str(head_cpus),
+                                       "--include-dashboard", "false", *common], **start))
+        _wait_for(address, 1)
+        nodes.append(subprocess.Popen([*node_prefix, RAY, "start", "--address", address, "--num-cpus", str(node_cpus),
+                                       *common], **start))
+        _wait_for(address, 2)
+        yield address
     finally:
-        _ray_stop()
+        _stop(nodes)
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def _wait_for(address, n, timeout=180):
+    deadline = time.time() + timeout
+    while _alive_nodes(address) < n:
+        if time.time() > deadline:
+            raise RuntimeError(f"the Ray cluster at {address} did not reach {n} nodes in {timeout} s")
+        time.sleep(1)
 
 
 def _table(tmp, root, name="tiny", arms=("a", "b", "c")):
@@ -142,7 +173,6 @@ def test_a_killed_worker_is_retried_and_its_run_resumes_from_the_snapshot(phanto
     finally:
         killed.append("stop")
         killer.join()
-        _ray_stop()
     assert isinstance(killed[0], int), "the run finished before its worker could be killed"
     log = (run / "log.txt").read_text()
     assert "resumed" in log                              # the retried task went on from the snapshot

@@ -101,11 +101,11 @@ class RayCluster:
         except ImportError:
             raise ClusterError(RAY_HINT) from None
         self.ray = ray
-        if self.address is None:
+        if self.address is None:         # a new Ray of its own, never one `ray start` left running here
             if self.gpus:           # Ray hands each task one of these; the task sees it as device 0
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
-            ray.init(num_cpus=os.cpu_count(), num_gpus=len(self.gpus), include_dashboard=False,
-                     object_store_memory=200 * 2 ** 20, log_to_driver=True)
+            ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), num_gpus=len(self.gpus),
+                     include_dashboard=False, object_store_memory=200 * 2 ** 20, log_to_driver=True)
         else:
             try:
                 ray.init(address=self.address, log_to_driver=True)
