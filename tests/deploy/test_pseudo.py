@@ -86,3 +86,9 @@ def test_pseudo_label_cli_refuses_an_existing_folder(phantom, clean_tmp, quiet):
     (clean_tmp / "taken").mkdir()
     rc, out = run_cli("pseudo-label", str(run_dir(cfg)), "--out", str(clean_tmp / "taken"))
     assert rc == 1 and "exists" in out
+
+
+def test_only_confident_landmarks_on_the_image_become_pseudo_labels():
+    points = np.array([[10.0, 10.0], [99.4, 49.0], [99.6, 10.0], [10.0, -0.6], [20.0, 20.0], [30.0, 30.0]])
+    confidence = np.array([0.9, 0.9, 0.9, 0.9, 0.1, np.nan])
+    assert pseudo.kept(points, confidence, 0.5, (50, 100)).tolist() == [True, True, False, False, False, False]

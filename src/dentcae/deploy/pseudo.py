@@ -93,6 +93,15 @@ def _accuracy(records, names):
             "rejected_landmarks": len(rejected), "kept_mre_mm_per_landmark": {n: mean(v) for n, v in per.items()}}
 
 
+def kept(points, confidence, threshold, shape):
+    """(K,) which predicted landmarks become pseudo-labels: confidence at least `threshold`, and on
+    the image (pixel centres 0..W-1 by 0..H-1, half a pixel slack, as a dataset's labels must be)."""
+    h, w = shape[:2]
+    x, y = points[:, 0], points[:, 1]
+    inside = (x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)
+    return np.isfinite(confidence) & (confidence >= threshold) & inside
+
+
 def _predict_candidates(model, recs, roles, threshold, progress, gpu=None):
     """{image: (points, keep)} of the candidate images, and the withheld-label accuracy records."""
     detector, out, withheld = Detector(model, gpu=gpu), {}, []
@@ -101,9 +110,7 @@ def _predict_candidates(model, recs, roles, threshold, progress, gpu=None):
         rec = recs[name]
         grey = read_image(rec.path)
         points, confidence = detector(grey)
-        h, w = grey.shape[:2]                 # a point off the image is no label, however confident
-        inside = (points[:, 0] >= -0.5) & (points[:, 0] <= w - 0.5) & (points[:, 1] >= -0.5) & (points[:, 1] <= h - 0.5)
-        keep = np.isfinite(confidence) & (confidence >= threshold) & inside
+        keep = kept(points, confidence, threshold, grey.shape)
         out[name] = (points, keep)
         if rec.annotated and np.isfinite(rec.landmarks).all():
             withheld.append((rec.landmarks, points, keep, rec.spacing_mm))

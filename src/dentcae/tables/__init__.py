@@ -1,2 +1,3 @@
-"""Tables from configs: spec (what a table runs, validated), run (train and evaluate every arm),
-render (numbers, Markdown, CSV, figures)."""
+"""Tables from configs: spec (what a table runs, validated), jobs (one run: train or reuse, score),
+schedule (the jobs in order on an engine), pseudo_arms, run (the table), render and curve (numbers,
+Markdown, CSV, figures)."""
