@@ -29,7 +29,9 @@ def _curve_table(tmp):
              "arms": [{"key": "scratch", "label": "scratch", "config": str(scratch)},
                       {"key": "cae", "label": "CAE", "config": str(cae)},
                       {"key": "pseudo", "label": "pseudo-labels", "config": str(pseudo),
-                       "pseudo_labels_from": "scratch"}],
+                       "pseudo_labels_from": "scratch"},
+                      {"key": "pseudo2", "label": "pseudo-labels, round 2", "config": str(pseudo),
+                       "pseudo_labels_from": "pseudo"}],
              "comparisons": [["scratch", "pseudo"]]}
     path = tmp / "curve.yaml"
     path.write_text(yaml.safe_dump(table, sort_keys=False))
@@ -43,7 +45,7 @@ def test_label_curve_rows_pseudo_arms_and_one_budget(clean_tmp, quiet):
     runs, results = clean_tmp / "runs" / "curve", clean_tmp / "results"
     rows = {(r["arm"], r["label_budget"]): r for r in json.loads((results / "curve.json").read_text())["rows"]}
     n_train = rows["scratch", max(b for _, b in rows)]["label_budget"]
-    assert set(rows) == {(a, b) for a in ("scratch", "cae", "pseudo") for b in (3, n_train)} and n_train > 3
+    assert set(rows) == {(a, b) for a in ("scratch", "cae", "pseudo", "pseudo2") for b in (3, n_train)} and n_train > 3
     for (arm, budget), row in rows.items():
         assert row["run_key"] == f"{arm}_{3 if budget == 3 else 'all'}"
         assert row["baseline_mean_shape_mre_mm"] > 0 and row["sweep"] == {"dataset.label_budget": 3 if budget == 3 else None}
@@ -56,6 +58,11 @@ def test_label_curve_rows_pseudo_arms_and_one_budget(clean_tmp, quiet):
     e = recompute_errors(runs / "pseudo_3_r0" / "predictions.csv")
     np.testing.assert_allclose(rows["pseudo", 3]["ours_mre_mm"], e.mean(), atol=1e-3)
     assert result["pseudo_labels"]["pseudo_3"][0]["candidate_images"] == n_train - 3
+    # a second round: the student of round 1 labels the same images anew; accuracy against the real labels
+    second = json.loads((runs / "pseudo2_3_r0_data" / "pseudo.json").read_text())
+    assert second["round"] == 2 and second["source_run"] == str((runs / "pseudo_3_r0").resolve())
+    assert second["candidates"] == report["candidates"] and second["truth_dataset"] == report["source_dataset"]
+    assert second["images"]["labelled"] == 3 and second["accuracy_on_withheld_labels"]["images"] == n_train - 3
     # with every label there is nothing to pseudo-label: the arm is its teacher, and the table says so
     assert not (runs / "pseudo_all_r0").exists()
     assert rows["pseudo", n_train]["ours_mre_mm"] == rows["scratch", n_train]["ours_mre_mm"]
@@ -65,8 +72,8 @@ def test_label_curve_rows_pseudo_arms_and_one_budget(clean_tmp, quiet):
     # budget) and pseudo-labels, reused; its own results
     logs.clear()
     one = run_table(path, overrides=["dataset.label_budget=3"], log=logs.append)
-    assert [r["run_key"] for r in one["rows"]] == ["scratch_3", "cae_3", "pseudo_3"]
+    assert [r["run_key"] for r in one["rows"]] == ["scratch_3", "cae_3", "pseudo_3", "pseudo2_3"]
     assert any("reusing the pseudo-labels" in line for line in logs)
     reused = sorted(line.rsplit("/", 1)[-1] for line in logs if "reusing finished run" in line)
-    assert reused == ["cae_3_r0", "cae_r0", "pseudo_3_r0", "scratch_3_r0"]
+    assert reused == ["cae_3_r0", "cae_r0", "pseudo2_3_r0", "pseudo_3_r0", "scratch_3_r0"]
     assert (results / "curve_label_budget-3.json").exists() and (results / "curve.json").exists()

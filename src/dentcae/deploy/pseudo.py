@@ -16,7 +16,9 @@ Train on it with the heatmap head's `model.partial_labels: true` (configs/ours/h
 a sample's missing landmarks are masked out of the loss. `pseudo.json` records how many landmarks
 were kept and, on the images whose real labels the budget withheld, how far the kept and the
 rejected pseudo-labels are from them (mm): the pseudo-labels' accuracy, never measured on test images.
-A second round is the same command on a run trained on the new dataset.
+A second round is the same command on a run trained on the new dataset: its pseudo-labelled images
+(pseudo.json `candidates`) are labelled anew, the real labels stay, accuracy is measured against the
+first round's source dataset (`truth_dataset`), and `round` counts the rounds.
 """
 import csv
 import json
@@ -28,7 +30,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from ..data.dataset import read_image
+from ..data.dataset import load_dataset, read_image, select_landmarks
 from ..data.landmarks_csv import is_test
 from ..data.prepare import configured_dataset, prepare
 from ..runtime.atomic import file_sha256, staged_folder
@@ -37,17 +39,35 @@ from .bundle import open_model
 from .engine import Detector
 
 
-def _roles(cfg):
-    """{image: "labelled" | "test" | "candidate"} of a run's dataset; leaked images are left out."""
+def _previous_round(ds):
+    """pseudo.json of a dataset this command wrote (the run trained on pseudo-labels), else None."""
+    path = ds.root / "pseudo.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _roles(cfg, previous):
+    """{image: "labelled" | "test" | "candidate"} of a run's dataset; leaked images are left out.
+    On a pseudo-labelled dataset (`previous`: its pseudo.json) its pseudo-labelled images are
+    candidates again: a new round labels them anew from the real labels alone."""
     prep = prepare(cfg)
     leaks = set((prep.meta.get("leaks") or {}).get("images") or [])
+    again = set((previous or {}).get("candidates") or [])
     roles = {}
     for s in prep.samples():
-        role = "test" if int(s["reg_test"]) or is_test(s["pin"]) else "labelled" if int(s["reg_train"]) else "candidate"
+        role = "test" if int(s["reg_test"]) or is_test(s["pin"]) else \
+            "labelled" if int(s["reg_train"]) and s["image"] not in again else "candidate"
         if roles.get(s["image"]) in ("test", "labelled"):
             continue
         roles[s["image"]] = role
     return {name: role for name, role in roles.items() if not (role == "candidate" and name in leaks)}, prep
+
+
+def _truth(ds, previous):
+    """{image: record} holding the real labels: the first round's source dataset's, or this one's."""
+    if previous is None:
+        return {r.name: r for r in ds.images}
+    source = select_landmarks(load_dataset(previous["truth_dataset"]), previous.get("truth_landmarks"))
+    return {r.name: r for r in source.images}
 
 
 def _copy_image(src, dst):
@@ -102,7 +122,7 @@ def kept(points, confidence, threshold, shape):
     return np.isfinite(confidence) & (confidence >= threshold) & inside
 
 
-def _predict_candidates(model, recs, roles, threshold, progress, gpu=None):
+def _predict_candidates(model, recs, truth, roles, threshold, progress, gpu=None):
     """{image: (points, keep)} of the candidate images, and the withheld-label accuracy records."""
     detector, out, withheld = Detector(model, gpu=gpu), {}, []
     for name in tqdm([n for n, r in roles.items() if r == "candidate"], desc="pseudo-label", unit="image",
@@ -112,8 +132,9 @@ def _predict_candidates(model, recs, roles, threshold, progress, gpu=None):
         points, confidence = detector(grey)
         keep = kept(points, confidence, threshold, grey.shape)
         out[name] = (points, keep)
-        if rec.annotated and np.isfinite(rec.landmarks).all():
-            withheld.append((rec.landmarks, points, keep, rec.spacing_mm))
+        real = truth.get(name)
+        if real is not None and real.annotated and np.isfinite(real.landmarks).all():
+            withheld.append((real.landmarks, points, keep, rec.spacing_mm))
     return out, withheld
 
 
@@ -132,9 +153,9 @@ def pseudo_label(run, out, min_confidence=None, progress=True, gpu=None):
         raise ValueError(f"{out} exists; choose a new folder")
     threshold = model.threshold if min_confidence is None else float(min_confidence)
     ds = configured_dataset(model.cfg)
-    recs = {r.name: r for r in ds.images}
-    roles, prep = _roles(model.cfg)
-    predicted, withheld = _predict_candidates(model, recs, roles, threshold, progress, gpu)
+    recs, previous = {r.name: r for r in ds.images}, _previous_round(ds)
+    roles, prep = _roles(model.cfg, previous)
+    predicted, withheld = _predict_candidates(model, recs, _truth(ds, previous), roles, threshold, progress, gpu)
     header = ["image"] + [f"{a}{i}" for i in range(1, len(ds.landmark_names) + 1) for a in "xy"] + \
         ["spacing_mm", "group", "split"]
     test_pins = {s["image"]: s["pin"] or "test" for s in prep.samples() if int(s["reg_test"]) or is_test(s["pin"])}
@@ -154,14 +175,18 @@ def pseudo_label(run, out, min_confidence=None, progress=True, gpu=None):
         _dataset_yaml(ds, tmp)
         if (ds.root / "annotations").is_dir():
             shutil.copytree(ds.root / "annotations", tmp / "annotations")
-        kept = np.array([k for _, k in predicted.values()]) if predicted else np.zeros((0, len(ds.landmark_names)))
-        report = {"source_run": str(Path(run).resolve()), "source_weights_sha256": source_weights(model),
-                  "source_dataset": str(ds.root), "threshold": threshold,
+        mask = np.array([k for _, k in predicted.values()]) if predicted else np.zeros((0, len(ds.landmark_names)))
+        report = {"round": (previous or {}).get("round", 0) + 1, "source_run": str(Path(run).resolve()),
+                  "source_weights_sha256": source_weights(model), "source_dataset": str(ds.root),
+                  "truth_dataset": (previous or {}).get("truth_dataset", str(ds.root)),
+                  "truth_landmarks": (previous or {}).get("truth_landmarks", model.cfg["dataset"]["landmarks"]),
+                  "threshold": threshold,
                   "threshold_from": "--min-confidence" if min_confidence is not None else "the run's flag threshold",
                   "images": {role: sum(r == role for r in roles.values()) for role in ("labelled", "candidate", "test")},
-                  "pseudo_labelled_images": int(kept.any(1).sum()) if len(kept) else 0,
-                  "kept_per_landmark": dict(zip(ds.landmark_names, map(int, kept.sum(0)))),
-                  "kept_fraction": float(kept.mean()) if kept.size else 0.0,
+                  "candidates": sorted(predicted),
+                  "pseudo_labelled_images": int(mask.any(1).sum()) if len(mask) else 0,
+                  "kept_per_landmark": dict(zip(ds.landmark_names, map(int, mask.sum(0)))),
+                  "kept_fraction": float(mask.mean()) if mask.size else 0.0,
                   "accuracy_on_withheld_labels": _accuracy(withheld, ds.landmark_names)}
         (tmp / "pseudo.json").write_text(json.dumps(report, indent=1))
     return report

@@ -9,7 +9,8 @@ landmarks beside the real labels and is made once per teacher: it is remade when
 weights change (pseudo.json's `source_weights_sha256`). The student arm's config trains on it
 (model.partial_labels: its missing landmarks are masked out of the loss). When the teacher's budget
 left no training image unlabelled there is nothing to add: the student is its teacher
-(`no_candidates`), and the table says so.
+(`no_candidates`), and the table says so. A pseudo-label arm whose teacher is itself one is a
+second round: the teacher's pseudo-labelled images are labelled anew by it.
 """
 import json
 import shutil
@@ -65,7 +66,8 @@ def student_overrides(folder):
 def report_fields(report):
     """What a table keeps of pseudo.json: how many landmarks were kept and how accurate they were."""
     acc = report["accuracy_on_withheld_labels"]
-    return {"threshold": report["threshold"], "candidate_images": report["images"]["candidate"],
+    return {"round": report.get("round", 1), "threshold": report["threshold"],
+            "candidate_images": report["images"]["candidate"],
             "kept_fraction": report["kept_fraction"], "kept_landmarks": acc["kept_landmarks"],
             "withheld_label_images": acc["images"], "kept_mre_mm": acc["kept_mre_mm"],
             "rejected_mre_mm": acc["rejected_mre_mm"], "kept_within_2mm": acc["kept_within_2mm"]}
@@ -77,11 +79,11 @@ def report_lines(labels, reports):
         return ""
     mm = lambda v: "n/a" if v is None else f"{v:.2f} mm"          # noqa: E731
     lines = ["", "Pseudo-labels (measured on the training images whose real labels the budget withheld; "
-             "never on test images):", "", "| arm | repeat | images labelled | landmarks kept | kept: error | "
-             "kept within 2 mm | rejected: error |", "|---|---|---|---|---|---|---|"]
+             "never on test images):", "", "| arm | repeat | round | images labelled | landmarks kept | kept: error | "
+             "kept within 2 mm | rejected: error |", "|---|---|---|---|---|---|---|---|"]
     for key, per_repeat in reports.items():
         for r, f in enumerate(per_repeat):
             within = "n/a" if f["kept_within_2mm"] is None else f"{100 * f['kept_within_2mm']:.1f}%"
-            lines.append(f"| {labels[key]} | {r} | {f['candidate_images']} | {100 * f['kept_fraction']:.1f}% | "
+            lines.append(f"| {labels[key]} | {r} | {f['round']} | {f['candidate_images']} | {100 * f['kept_fraction']:.1f}% | "
                          f"{mm(f['kept_mre_mm'])} | {within} | {mm(f['rejected_mre_mm'])} |")
     return "\n".join(lines) + "\n"
