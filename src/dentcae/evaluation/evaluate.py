@@ -25,6 +25,7 @@ from ..runtime.atomic import write_atomic, write_csv_atomic
 from ..runtime.backend import set_device
 from . import cephalometry
 from .annotators import annotation_pixels, brief, protocol_lines, protocols, test_set_of
+from .describe import data_description, describe
 from .figures import plot_detections, plot_error_cdf
 from .metrics import (PRED_FIELDS, SDR_MM, markdown_table, prediction_rows, radial_errors_mm,
                       read_predictions, summarize)
@@ -93,42 +94,6 @@ def detection_panels(predictions, dataset_root, n=2):
                        "preds": {a: pick(rows, "pred_x", "pred_y") for a, rows in per_arm.items()},
                        "errors_mm": {a: pick(rows, "error_mm")[:, 0] for a, rows in per_arm.items()}})
     return panels
-
-
-def data_description(prep, split="reg_test", samples=None, test_set=None):
-    """What a result is measured on: dataset, real or synthetic, landmarks, split (and test set),
-    labels, spacing, and training images that are one radiograph with a test image."""
-    m = prep.meta
-    n_images = len({s["image"] for s in samples}) if samples is not None else m.get("test_images")
-    return {"dataset": m["dataset"], "synthetic": m["synthetic"], "landmarks": m["landmark_names"],
-            "layout": m["layout"], "split": split if test_set is None else f"{split}, test set {test_set}",
-            "test_samples": len(samples) if samples is not None else m["counts"][split],
-            "test_images": n_images, "labelled_train_samples": m["counts"]["reg_train"],
-            "leaks": {k: (len(v) if isinstance(v, list) else v) for k, v in m.get("leaks", {}).items()},
-            "labelled_train_images": m.get("labelled_train_images"), "label_budget": m.get("label_budget"),
-            "pretrain_images": m["counts"]["cae_train"], "spacing_mm": m.get("spacing_mm"),
-            "input_size": m["input_size"]}
-
-
-def describe(d):
-    """One sentence of data_description for results.md and the tables."""
-    kind = "SYNTHETIC phantom" if d["synthetic"] else "real X-rays"
-    budget = f" (label budget {d['label_budget']})" if d["label_budget"] else ""
-    return (f"Data: {d['dataset']} ({kind}); {len(d['landmarks'])} landmarks per sample "
-            f"({', '.join(d['landmarks'])}); trained on {d['labelled_train_images']} labelled images"
-            f"{budget}, tested on {d['test_images']} images ({d['test_samples']} samples, split "
-            f"{d['split']}); {d['pretrain_images']} samples for pre-training; spacing "
-            f"{'/'.join(f'{s:g}' for s in d['spacing_mm'] or [])} mm/px; input {d['input_size']} px."
-            + _leak_words(d.get("leaks") or {}))
-
-
-def _leak_words(leaks):
-    if not leaks.get("images"):
-        return ""
-    if leaks["policy"] == "drop":
-        return f" {leaks['images']} training images that are one radiograph with a test image were left out."
-    return (f" {leaks['images']} training images ({leaks['labelled']} of them labelled) are the same radiograph "
-            "as a test image (kept, as the standard split does).")
 
 
 def score(pred_px, gt_px, samples, names, base_px=None):

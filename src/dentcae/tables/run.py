@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation.annotators import protocol_lines
-from ..evaluation.evaluate import describe
+from ..evaluation.describe import describe
 from ..evaluation.metrics import read_prediction_errors
 from ..runtime.atomic import write_atomic, write_csv_atomic
 from ..runtime.backend import set_device
