@@ -184,3 +184,15 @@ def test_the_label_curve_is_a_sweep_of_nested_budgets_with_the_five_arms():
     assert ["scratch_25", "pseudo_25"] in t["comparisons"] and ["scratch_10", "denoise_10"] in t["comparisons"]
     cfg, _ = resolve_run(t["arms"][0]["config"], {**t, "preset": {}}, "scratch_10", 0, [], t["arms"][0]["set"])
     assert cfg["model"]["refine"]["patch"] == 0 and cfg["dataset"]["label_budget"] == 10
+
+
+def test_the_curve_draws_the_annotators_level_of_one_test_set_or_of_all():
+    from dentcae.tables.curve import _inter_observer
+    level = {"n_samples": 100, "mre_mm": 2.38, "sdr": {"2mm": 0.555}}
+    one = {"arm": {"test1": {"inter_observer": {"senior_vs_junior": level}}}}
+    assert _inter_observer(one) == {"label": "senior vs junior annotator (100 test images)", "mre_mm": 2.38,
+                                    "sdr_2mm": 0.555}
+    two = {"arm": {"test1": {}, "test2": {}, "all": {"inter_observer": {"senior_vs_junior": level}}}}
+    assert _inter_observer(two)["mre_mm"] == 2.38
+    assert _inter_observer({"arm": {"test1": {}, "test2": {"inter_observer": {"a_vs_b": level}}}}) is None
+    assert _inter_observer({"arm": None}) is None

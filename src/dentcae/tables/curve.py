@@ -30,10 +30,12 @@ def curve_rows(result, arms, data_by_arm, baselines_by_arm):
 
 
 def _inter_observer(protocols):
-    """{"label", "mre_mm", "sdr_2mm"} of the first pair of annotators over all test samples, or None."""
+    """{"label", "mre_mm", "sdr_2mm"} of the first pair of annotators over all test samples (the one
+    test set when there is one), or None."""
     for by_set in protocols.values():
-        pairs = ((by_set or {}).get("all") or {}).get("inter_observer") or {}
-        for pair, b in pairs.items():
+        by_set = by_set or {}
+        scores = by_set.get("all") or (next(iter(by_set.values())) if len(by_set) == 1 else {})
+        for pair, b in (scores.get("inter_observer") or {}).items():
             return {"label": f"{pair.replace('_vs_', ' vs ')} annotator ({b['n_samples']} test images)",
                     "mre_mm": b["mre_mm"], "sdr_2mm": b["sdr"]["2mm"]}
     return None
