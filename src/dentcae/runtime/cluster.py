@@ -111,7 +111,11 @@ class RayCluster:
                 ray.init(address=self.address, log_to_driver=True)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ClusterError(f"cannot join the Ray cluster at {self.address}: {e}") from None
-        self._resources()
+        try:
+            self._resources()
+        except ClusterError:
+            ray.shutdown()               # __exit__ does not run when __enter__ raises
+            raise
         self.token = uuid.uuid4().hex
         self.marker = self.runs_dir / MARKER
         write_atomic(self.marker, json.dumps({"token": self.token, "driver": socket.gethostname()}))
