@@ -34,11 +34,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _alive_nodes(address):
+def _ready(address):
+    """(alive nodes, CPUs the scheduler can hand out) of the cluster: a node counts once its CPUs do."""
     code = ("import ray; ray.init(address=%r, log_to_driver=False); "
-            "print(sum(n['Alive'] for n in ray.nodes()))" % address)
+            "print(sum(n['Alive'] for n in ray.nodes()), int(ray.available_resources().get('CPU', 0)))" % address)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    return int(p.stdout.split()[-1]) if p.returncode == 0 and p.stdout.split() else 0
+    return tuple(map(int, p.stdout.split()[-2:])) if p.returncode == 0 and len(p.stdout.split()) >= 2 else (0, 0)
 
 
 def _stop(nodes):
@@ -73,10 +74,10 @@ def ray_cluster(head_cpus=1, node_cpus=1, node_prefix=()):
     try:
         nodes.append(subprocess.Popen([RAY, "start", "--head", "--port", str(port), "--num-cpus", str(head_cpus),
                                        "--include-dashboard", "false", *common], **start))
-        _wait_for(address, 1)
+        _wait_for(address, 1, head_cpus)
         nodes.append(subprocess.Popen([*node_prefix, RAY, "start", "--address", address, "--num-cpus", str(node_cpus),
                                        *common], **start))
-        _wait_for(address, 2)
+        _wait_for(address, 2, head_cpus + node_cpus)
         yield address
     finally:
         _stop(nodes)
@@ -84,11 +85,11 @@ def ray_cluster(head_cpus=1, node_cpus=1, node_prefix=()):
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
-def _wait_for(address, n, timeout=180):
+def _wait_for(address, n, cpus, timeout=180):
     deadline = time.time() + timeout
-    while _alive_nodes(address) < n:
+    while not all(got >= want for got, want in zip(_ready(address), (n, cpus))):
         if time.time() > deadline:
-            raise RuntimeError(f"the Ray cluster at {address} did not reach {n} nodes in {timeout} s")
+            raise RuntimeError(f"the Ray cluster at {address} did not reach {n} nodes, {cpus} CPUs in {timeout} s")
         time.sleep(1)
 
 
