@@ -111,12 +111,22 @@ def run_info(run):
     return info, nets, split_labels(prep)
 
 
+def weights_stamp(nets):
+    """{net: SHA-256 of its weights}: which weights a cached or derived file was made from."""
+    return {name: file_sha256(files["caffemodel"]) for name, files in sorted(nets.items())}
+
+
+def run_weights_stamp(run):
+    """weights_stamp of a finetune run folder's nets, without preparing its data or scoring it."""
+    return weights_stamp(_run_nets(run, load_config(Path(run) / "config.yaml")))
+
+
 def _cached_threshold(run, info, nets, labels):
     """The run folder's confidence threshold: computed on its training images once, kept in
     <run>/confidence.json (recomputed when the weights change)."""
     from .confidence import training_threshold
     path = Path(run) / "confidence.json"
-    stamp = {name: file_sha256(f["caffemodel"]) for name, f in nets.items()}
+    stamp = weights_stamp(nets)
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("weights") == stamp:

@@ -33,9 +33,9 @@ from tqdm import tqdm
 from ..data.dataset import load_dataset, read_image, select_landmarks
 from ..data.landmarks_csv import is_test
 from ..data.prepare import configured_dataset, prepare
-from ..runtime.atomic import file_sha256, staged_folder
+from ..runtime.atomic import staged_folder
 from ..runtime.yamlio import read_yaml_mapping
-from .bundle import open_model
+from .bundle import open_model, weights_stamp
 from .engine import Detector
 
 
@@ -138,11 +138,6 @@ def _predict_candidates(model, recs, truth, roles, threshold, progress, gpu=None
     return out, withheld
 
 
-def source_weights(model):
-    """{net: SHA-256 of its weights}: which detector made a pseudo-labelled folder."""
-    return {name: file_sha256(files["caffemodel"]) for name, files in sorted(model.nets.items())}
-
-
 def pseudo_label(run, out, min_confidence=None, progress=True, gpu=None):
     """Write the pseudo-labelled dataset folder `out` (whole or not at all); returns pseudo.json's dict."""
     model = open_model(run)
@@ -177,7 +172,7 @@ def pseudo_label(run, out, min_confidence=None, progress=True, gpu=None):
             shutil.copytree(ds.root / "annotations", tmp / "annotations")
         mask = np.array([k for _, k in predicted.values()]) if predicted else np.zeros((0, len(ds.landmark_names)))
         report = {"round": (previous or {}).get("round", 0) + 1, "source_run": str(Path(run).resolve()),
-                  "source_weights_sha256": source_weights(model), "source_dataset": str(ds.root),
+                  "source_weights_sha256": weights_stamp(model.nets), "source_dataset": str(ds.root),
                   "truth_dataset": (previous or {}).get("truth_dataset", str(ds.root)),
                   "truth_landmarks": (previous or {}).get("truth_landmarks", model.cfg["dataset"]["landmarks"]),
                   "threshold": threshold,

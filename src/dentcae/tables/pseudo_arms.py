@@ -16,8 +16,8 @@ import json
 import shutil
 from pathlib import Path
 
-from ..deploy.bundle import open_model
-from ..deploy.pseudo import pseudo_label, source_weights
+from ..deploy.bundle import run_weights_stamp
+from ..deploy.pseudo import pseudo_label
 from ..train.runfiles import run_dir
 
 
@@ -32,10 +32,10 @@ def _made_by_teacher(folder, teacher_run):
         report = json.loads((folder / "pseudo.json").read_text())
     except (OSError, ValueError):
         return None
-    return report if report.get("source_weights_sha256") == source_weights(open_model(teacher_run)) else None
+    return report if report.get("source_weights_sha256") == run_weights_stamp(teacher_run) else None
 
 
-def pseudo_data(teacher_cfg, student_name, log=print, gpu=None):
+def pseudo_data(teacher_cfg, student_name, log=print):
     """(folder, pseudo.json's dict) of the student's data: reused when the teacher made it, else
     (re)made from the teacher's finished run."""
     teacher_run, folder = run_dir(teacher_cfg), data_folder(teacher_cfg, student_name)
@@ -47,7 +47,7 @@ def pseudo_data(teacher_cfg, student_name, log=print, gpu=None):
         log(f"{folder} was made by other weights than {teacher_run}'s: making it again")
         shutil.rmtree(folder)
     log(f"pseudo-labelling the unlabelled training images with {teacher_run} -> {folder}")
-    report = pseudo_label(teacher_run, folder, progress=False, gpu=gpu)
+    report = pseudo_label(teacher_run, folder, progress=False)
     log(f"  kept {100 * report['kept_fraction']:.1f}% of the landmarks of {report['images']['candidate']} images")
     return folder, report
 

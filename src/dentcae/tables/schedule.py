@@ -17,13 +17,18 @@ from .jobs import train_and_evaluate, train_pretraining
 from .spec import resolve_run
 
 
+def _note_replaced(got, note, log):
+    """A run that is not what its config asked for, said once in the log and the table."""
+    if note and note not in got.replaced:
+        log(f"replaced: {note}")
+        got.replaced.add(note)
+
+
 def _resolver(table, overrides, got, log):
     """resolve(config, name, repeat, arm_set, extra=[]) -> one run's config; replaced weights noted once."""
     def resolve(config, name, repeat, arm_set=None, extra=()):
         cfg, note = resolve_run(config, table, name, repeat, list(overrides or []) + list(extra), arm_set)
-        if note and note not in got.replaced:
-            log(f"replaced: {note}")
-            got.replaced.add(note)
+        _note_replaced(got, note, log)
         return cfg
     return resolve
 
@@ -93,10 +98,8 @@ def _pseudo_jobs(table, arms, done, overrides, got, log):
             folder, report = pseudo_arms.pseudo_data(done[teacher, r][0], f"{key}_r{r}", log)
             got.pseudo.setdefault(key, []).append(pseudo_arms.report_fields(report))
             if pseudo_arms.no_candidates(report):
-                note = f"{key}: no training image was left unlabelled, so the arm is its teacher {teacher}"
-                if note not in got.replaced:
-                    log(f"replaced: {note}")
-                    got.replaced.add(note)
+                _note_replaced(got, f"{key}: no training image was left unlabelled, so the arm is its teacher "
+                                    f"{teacher}", log)
                 done[key, r] = done[teacher, r]
                 got.add(key, *done[teacher, r])
                 continue
