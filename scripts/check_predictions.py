@@ -2,13 +2,14 @@
 confidence: how far the coordinates differ (px), and how confidence relates to the radial error.
 
     python scripts/check_predictions.py runs/x/predictions.csv predictions/predictions.csv \
-        [--other predictions_onnx/predictions.csv] [--threshold T] [--json out.json]
+        [--other predictions_onnx/predictions.csv] [--json out.json]
 
 EVALUATED is an evaluate predictions.csv (its ground truth gt_x, gt_y and error_mm); PREDICTED a
 predict predictions.csv of (some of) the same images, matched by file name. Prints and writes:
 max |predict - evaluate| in px, and with --other the max |other - predicted| (ONNX vs Caffe);
-Spearman's rho of confidence against error, the fraction flagged and the MRE of flagged and
-unflagged landmarks (deploy/confidence.py confidence_report).
+Spearman's rho of confidence and of spread against error, the fraction predict flagged and the MRE
+of flagged and unflagged landmarks (inference/calibration.py uncertainty_report). `dentcae evaluate`
+reports the same in its summary.json (`uncertainty`).
 """
 import argparse
 import csv
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dentcae.deploy.confidence import confidence_report
+from dentcae.inference.calibration import uncertainty_report
 
 
 def _rows(path):
@@ -35,7 +36,6 @@ def main(argv=None):
     ap.add_argument("evaluated")
     ap.add_argument("predicted")
     ap.add_argument("--other", default=None, help="a second predict output (e.g. --backend onnx)")
-    ap.add_argument("--threshold", type=float, default=None, help="flag threshold (default: predict's flags)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     ev = {_key(r["image"], r["name"]): r for r in _rows(args.evaluated)}
@@ -52,11 +52,9 @@ def main(argv=None):
             np.abs(xy(ot[k], "x_px", "y_px") - xy(pr[k], "x_px", "y_px")).max() for k in keys))
     conf = np.array([float(pr[k]["confidence"] or "nan") for k in keys])
     err = np.array([float(ev[k]["error_mm"]) for k in keys])
-    threshold = args.threshold
-    if threshold is None:          # the flags predict wrote: the largest confidence flagged bounds it
-        flagged = [float(pr[k]["confidence"]) for k in keys if pr[k]["flag"] == "1"]
-        threshold = np.nextafter(max(flagged), 1) if flagged else 0.0
-    out["confidence"] = confidence_report(conf, err, float(threshold))
+    spread = np.array([float(pr[k].get("spread_mm") or "nan") for k in keys])
+    flagged = np.array([pr[k]["flag"] == "1" for k in keys])
+    out["uncertainty"] = uncertainty_report(conf, spread, err, flagged)
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

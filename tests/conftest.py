@@ -137,3 +137,25 @@ def write_dicom(path, pixels, pixel_spacing=None, imager_spacing=None, monochrom
         ds.WindowCenter, ds.WindowWidth = window
     ds.save_as(str(path), enforce_file_format=True)
     return path
+
+
+def images_of_test_split(cfg):
+    """The image files of a config's prepared test split."""
+    names = dict.fromkeys(s["image"] for s in prepare(cfg).samples() if int(s["reg_test"]))
+    return [Path(cfg["dataset"]["root"]) / n for n in names]
+
+
+def evaluated_points(cfg, folder):
+    """{(image file name, landmark name): (x, y)} of evaluate's predictions.csv in `folder`."""
+    from dentcae.data.prepare import configured_dataset
+    ds = configured_dataset(cfg)
+    with open(Path(folder) / "predictions.csv") as fh:
+        return {(Path(r["image"]).name, ds.landmark_names[ds.side_indices(r["side"])[int(r["landmark"]) - 1]]):
+                (float(r["pred_x"]), float(r["pred_y"])) for r in csv.DictReader(fh)}
+
+
+def predicted_rows(folder):
+    """{(image, landmark name): row} of `dentcae predict`'s predictions.csv in `folder`."""
+    with open(Path(folder) / "predictions.csv") as fh:
+        return {(r["image"], r["landmark"]): r for r in csv.DictReader(fh)}
+

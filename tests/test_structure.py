@@ -2,7 +2,6 @@
 plug-ins named by no module outside their own folders (pure: reads the source, runs nothing)."""
 import ast
 import re
-from pathlib import Path
 
 from conftest import ROOT
 
@@ -16,19 +15,26 @@ def _modules():
             for f in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _imports(name, path, known):
-    """The dentcae modules that module `name` imports (from a package, the submodule if there is one)."""
+def _from_imports(name, path):
+    """(the absolute module, the names) of every `from ... import` in module `name`."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 parts = package.split(".")
                 base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
-            for alias in node.names:
-                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
-        elif isinstance(node, ast.Import):
+            yield base, [a.name for a in node.names]
+
+
+def _imports(name, path, known):
+    """The dentcae modules that module `name` imports (from a package, the submodule if there is one)."""
+    found = set()
+    for base, names in _from_imports(name, path):
+        for alias in names:
+            found.add(f"{base}.{alias}" if f"{base}.{alias}" in known else base)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
     return {m for m in found if m in known and m != name}
 
@@ -52,8 +58,41 @@ def test_the_import_graph_has_no_cycle():
     for name in graph:
         visit(name)
     assert graph["dentcae.config"] <= {"dentcae.schema", "dentcae.runtime.atomic", "dentcae.runtime.yamlio"}
-    assert graph["dentcae.schema"] == {"dentcae.registry"}     # the schema asks the registries for their keys
+    assert graph["dentcae.schema"] == {"dentcae.registry", "dentcae.views"}   # plug-ins' keys; views' check
     assert graph["dentcae.registry"] == set()       # the bottom: it finds plug-ins, importing none
+    assert graph["dentcae.views"] == set()          # pure geometry of test-time views
+
+
+# What runs a net forward: nets/infer.py's functions and inference/forward.py's. Only inference/
+# turns nets into landmarks; the pre-trainings run their own nets for figures (reconstructions).
+FORWARD_NAMES = {"dentcae.nets.infer": {"predict", "run_net", "load_net"},
+                 "dentcae.inference.forward": {"caffe_forward", "onnx_forward"}}
+MAY_RUN_NETS = ("dentcae.inference", "dentcae.nets.infer", "dentcae.pretexts")
+
+
+def _forward_imports(name, path):
+    found = {f"{base}.{n}" for base, names in _from_imports(name, path) for n in names
+             if n in FORWARD_NAMES.get(base, ()) or (base in FORWARD_NAMES and n == "*")}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in FORWARD_NAMES}
+    return found
+
+
+def test_only_inference_runs_a_net_forward_for_landmarks():
+    offenders = {name: sorted(found) for name, path in _modules().items() if not name.startswith(MAY_RUN_NETS)
+                 for found in [_forward_imports(name, path)] if found}
+    assert offenders == {}, f"run nets through dentcae.inference (Detector), not directly: {offenders}"
+
+
+def test_the_layers_point_down():
+    """inference/ lies below evaluation/ and deploy/, above heads/, data/ and nets/."""
+    modules = _modules()
+    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    for name, deps in graph.items():
+        if name.startswith("dentcae.inference"):
+            assert not {d for d in deps if d.startswith(("dentcae.evaluation", "dentcae.deploy", "dentcae.tables",
+                                                         "dentcae.train", "dentcae.cli"))}, name
 
 
 def test_modules_and_functions_are_small():

@@ -141,11 +141,11 @@ def cmd_evaluate(args):
     from .evaluation.evaluate import evaluate_checkpoint, resolve_checkpoint
     from .train.runfiles import run_dir
     cfg = load_config(args.config, args.set) if args.config else None
-    if cfg is None and args.set and args.checkpoint is not None:     # the run's own config, overridden
-        cfg = load_config(resolve_checkpoint(args.checkpoint)[0] / "config.yaml", args.set)
-    if args.checkpoint is None and cfg is None:
+    if cfg is None and args.set and args.checkpoint:     # the first run's own config, overridden
+        cfg = load_config(resolve_checkpoint(args.checkpoint[0])[0] / "config.yaml", args.set)
+    if not args.checkpoint and cfg is None:
         raise ConfigError("give a CHECKPOINT (run folder or .caffemodel), or --config to score its run")
-    checkpoint = args.checkpoint if args.checkpoint is not None else run_dir(cfg)
+    checkpoint = args.checkpoint if args.checkpoint else [run_dir(cfg)]
     summary = evaluate_checkpoint(cfg, checkpoint, out=args.out, gpu=args.gpu, test_set=args.split)
     print(summary["table_md"])
     print(f"wrote {summary['out']}/summary.json, predictions.csv, results.md")
@@ -181,6 +181,23 @@ def cmd_table(args):
     return 0
 
 
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="radial errors (mm) of a checkpoint, or an ensemble of runs, on the test split",
+                       description="Score a run (or a .caffemodel inside one) on its test split; several run folders "
+                       "of the same landmarks are scored as one ensemble (their landmarks averaged; give --out). "
+                       "--set changes test-time keys only (test_time.views, model.refine.views, ...): re-scores, "
+                       "retrains nothing.")
+    p.add_argument("checkpoint", nargs="*", default=None,
+                   help="a .caffemodel, or finetune run folders (each uses final.caffemodel); "
+                        "default: the run folder of --config")
+    _add_config(p, required=False)
+    p.add_argument("--split", default=None, metavar="TEST_SET",
+                   help="score one test set only (test1, test2, holdout, ...; default: every test sample)")
+    p.add_argument("--out", default=None, help="output folder (default: the run folder, or <run>/eval_<TEST_SET>)")
+    p.add_argument("--gpu", type=int, default=None, metavar="N")
+    p.set_defaults(fn=cmd_evaluate)
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="dentcae", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -208,16 +225,7 @@ def build_parser():
         p = sub.add_parser(verb, help=text)
         _add_train(p)
         p.set_defaults(fn=cmd_train)
-    p = sub.add_parser("evaluate", help="radial errors (mm) of a checkpoint on the test split")
-    p.add_argument("checkpoint", nargs="?", default=None,
-                   help="a .caffemodel, or a finetune run folder (uses final.caffemodel); "
-                        "default: the run folder of --config")
-    _add_config(p, required=False)
-    p.add_argument("--split", default=None, metavar="TEST_SET",
-                   help="score one test set only (test1, test2, holdout, ...; default: every test sample)")
-    p.add_argument("--out", default=None, help="output folder (default: the run folder, or <run>/eval_<TEST_SET>)")
-    p.add_argument("--gpu", type=int, default=None, metavar="N")
-    p.set_defaults(fn=cmd_evaluate)
+    _add_evaluate(sub)
     p = sub.add_parser("table", help="rebuild a paper table (or ours) from its config")
     p.add_argument("table", help="configs/paper/table1.yaml, table2.yaml, configs/ours/table3.yaml, ...")
     p.add_argument("--repeats", type=_positive, default=None, help="seeds per arm (default: the table's)")

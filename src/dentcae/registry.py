@@ -26,10 +26,12 @@ A head also:
     alternative_decodings(outputs, size, train_labels)   {name: (N, K, 2)} scored beside, default {}
     subruns(cfg)                {name: config} of nets trained after the first (in <run>/<name>)
     SUBRUNS                     {name: plug-in} of those sub-runs (their `stage` is the name)
-    after_decode(cfg, run, prep, split, labels)   [(N, K, 2) per pass] of a sub-run's refinement, or []
     partial_labels(cfg)         whether samples with some landmarks unlabelled train (masked), default False
-    after_predict(cfg, forwards, crops, labels, outputs, mean_bgr)   on new images: (labels, (N, K)
-                                confidence in [0, 1] or None), `forwards` {net: run it on arrays}
+    confidence(outputs, labels, size)   (N, K) in [0, 1] of the first net's estimates, or None (default)
+    after_first_net(cfg, forwards, crops, labels, confidence, mean_bgr)   what follows the first net
+                                (inference/detector.py, the one caller): {"passes": [(N, K, 2)],
+                                "views": (V, N, K, 2) or None, "confidence": (N, K) or None};
+                                `forwards` {net: run it on arrays}; default: nothing follows
     TEST_TIME_KEYS              dotted config keys that change evaluation only, never training
     SUBRUN_KEYS                 model keys read only by the sub-runs (a finished first net is kept)
     SCHEDULE_KEYS               dotted keys scaled with solver.max_iter by a schedule preset
@@ -67,8 +69,9 @@ HEAD_HOOKS = {"required": TRAINABLE["required"] + ("outputs", "targets", "decode
                            "SPLITS": ("reg_train", "reg_test"),
                            "alternative_decodings": lambda outputs, size, train_labels: {},
                            "subruns": lambda cfg: {}, "SUBRUNS": {},
-                           "after_decode": lambda cfg, run, prep, split, labels: [],
-                           "after_predict": lambda cfg, forwards, crops, labels, outputs, mean_bgr: (labels, None),
+                           "confidence": lambda outputs, labels, size: None,
+                           "after_first_net": lambda cfg, forwards, crops, labels, confidence, mean_bgr:
+                           {"passes": [], "views": None, "confidence": confidence},
                            "partial_labels": lambda cfg: False,
                            "TEST_TIME_KEYS": (), "SUBRUN_KEYS": (), "SCHEDULE_KEYS": ()}}
 PRETEXT_HOOKS = {"required": TRAINABLE["required"] + ("TITLE",),

@@ -7,6 +7,7 @@ import copy
 import math
 
 from .registry import HEADS, PRETEXTS
+from .views import view_problem
 
 
 class ConfigError(ValueError):
@@ -86,6 +87,11 @@ SCHEMA = {
     "train": {
         "loss_explode_factor": 1000.0,      # stop when loss > factor * first loss
         "save_init": False,                 # also save the weights before the first step
+    },
+    "test_time": {                          # how a trained detector is run; changing it retrains nothing
+        "views": [],                        # the first net also sees each sample through these views
+                                            # ({rotate: deg, scale: f, shift: [dx, dy] px}; views.py),
+                                            # each answer mapped back and averaged
     },
 }
 OPTIONAL_TYPES = (str, int, float, dict, list)
@@ -190,8 +196,18 @@ def check_range(cfg, key, low, high):
         raise ConfigError(f"config key '{key}' must be {bounds}, got {value!r}")
 
 
+def check_views(cfg, key):
+    """The list at dotted `key` holds test-time views (views.py)."""
+    views = value_at(cfg, key)
+    for i, view in enumerate(views):
+        problem = view_problem(view)
+        if problem:
+            raise ConfigError(f"config key '{key}[{i}]': {problem}")
+
+
 def validate_values(cfg):
     check_name(cfg["name"])
+    check_views(cfg, "test_time.views")
     _check_plugins(cfg)
     for key, (low, high) in RANGES.items():
         check_range(cfg, key, low, high)
@@ -252,9 +268,17 @@ def without(cfg, dotted):
     return out
 
 
+TEST_TIME = ("test_time",)          # keys of every config that change inference only
+
+
+def test_time_keys(cfg):
+    """The dotted keys of a config that change how its nets are run, never how they are trained."""
+    return TEST_TIME + tuple(HEADS.get(cfg["model"]["head"]).TEST_TIME_KEYS)
+
+
 def training_settings(cfg):
-    """The config without the head's test-time keys: what decides whether a net is retrained."""
-    return without(cfg, HEADS.get(cfg["model"]["head"]).TEST_TIME_KEYS)
+    """The config without its test-time keys: what decides whether a net is retrained."""
+    return without(cfg, test_time_keys(cfg))
 
 
 def first_net_settings(cfg):

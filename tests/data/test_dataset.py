@@ -121,6 +121,36 @@ def test_prepare_is_cached(phantom, tmp_path):
     assert prepare(cfg).dir != first.dir
 
 
+def test_a_cache_hit_hashes_no_image_and_a_changed_image_is_noticed(phantom, tmp_path, monkeypatch):
+    import cv2
+    import dentcae.data.prepare as prepare_module
+    root = tmp_path / "data"
+    shutil.copytree(phantom, root)
+    cfg = tiny(tmp_path, root)
+    first = prepare(cfg)
+
+    def no_hash(path):
+        raise AssertionError(f"a cache hit hashed {path}")
+    real_read = Path.read_bytes
+
+    def no_image_read(path):
+        assert path.suffix != ".png", f"a cache hit read the image {path}"
+        return real_read(path)
+    monkeypatch.setattr(prepare_module, "file_sha256", no_hash)
+    monkeypatch.setattr(Path, "read_bytes", no_image_read)
+    assert prepare(cfg).dir == first.dir                          # the hit: stat calls and a key
+    monkeypatch.undo()
+    image = sorted(root.glob("*.png"))[0]
+    grey = cv2.imread(str(image), cv2.IMREAD_UNCHANGED)
+    grey[:20, :20] = 255 - grey[:20, :20]                          # the same file name, other pixels
+    cv2.imwrite(str(image), grey)
+    changed = prepare(cfg)
+    assert changed.dir != first.dir
+    with h5py.File(first.h5("cae_train"), "r") as a, h5py.File(changed.h5("cae_train"), "r") as b:
+        assert a["data"].shape == b["data"].shape and not np.array_equal(a["data"][...], b["data"][...]) \
+            or image.name not in {r["image"] for r in first.samples() if int(r["cae_train"])}
+
+
 def test_kfold_option(phantom, tmp_path):
     tests, annotated = [], set()
     for fold in range(3):

@@ -8,14 +8,12 @@ import csv
 import json
 import shutil
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli, tiny, write_dicom
-from dentcae.data.prepare import configured_dataset, prepare
+from conftest import predicted_rows, ROOT, evaluated_points, run_cli, images_of_test_split, tiny, write_dicom
 from dentcae.deploy.bundle import BundleError, export_bundle, load_bundle
 from dentcae.evaluation.evaluate import evaluate_checkpoint
 from dentcae.train.loop import train
@@ -45,37 +43,16 @@ def heatmap_run(tmp_path_factory, phantom):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _test_images(cfg):
-    names = dict.fromkeys(s["image"] for s in prepare(cfg).samples() if int(s["reg_test"]))
-    return [Path(cfg["dataset"]["root"]) / n for n in names]
-
-
-def _evaluated(cfg, run):
-    """{(image, landmark name): (x, y)} of evaluate's predictions.csv, in the dataset's names."""
-    ds = configured_dataset(cfg)
-    out = {}
-    with open(run / "predictions.csv") as fh:
-        for r in csv.DictReader(fh):
-            idx = ds.side_indices(r["side"])[int(r["landmark"]) - 1]
-            out[(Path(r["image"]).name, ds.landmark_names[idx])] = (float(r["pred_x"]), float(r["pred_y"]))
-    return out
-
-
-def _predicted(folder):
-    with open(Path(folder) / "predictions.csv") as fh:
-        return {(r["image"], r["landmark"]): r for r in csv.DictReader(fh)}
-
-
 def _xy(row):
     return float(row["x_px"]), float(row["y_px"])
 
 
 def test_predict_from_a_bundle_gives_what_evaluate_gives(heatmap_run):
     cfg, run, bundle, tmp = heatmap_run
-    images = _test_images(cfg)
+    images = images_of_test_split(cfg)
     rc, out = run_cli("predict", str(bundle.path), *map(str, images), "--out", str(tmp / "p_caffe"))
     assert rc == 0, out
-    got, want = _predicted(tmp / "p_caffe"), _evaluated(cfg, run)
+    got, want = predicted_rows(tmp / "p_caffe"), evaluated_points(cfg, run)
     assert len(got) == len(want) == len(images) * 8
     assert max(np.abs(np.subtract(_xy(got[k]), want[k])).max() for k in want) <= 0.01
     assert all(0 <= float(r["confidence"]) <= 1 for r in got.values())
@@ -92,7 +69,7 @@ def test_onnx_runtime_predicts_the_same_without_caffe(heatmap_run):
     cfg, run, bundle, tmp = heatmap_run
     assert set(bundle.info["onnx_max_abs_diff_vs_caffe"]) == {"first", "refine"}
     assert max(bundle.info["onnx_max_abs_diff_vs_caffe"].values()) < 1e-4
-    images = [str(p) for p in _test_images(cfg)]
+    images = [str(p) for p in images_of_test_split(cfg)]
     code = ("import sys; sys.modules['caffe'] = None\n"            # `import caffe` raises ImportError
             "from dentcae.cli import main\n"
             f"rc = main({['predict', str(bundle.path), *images, '--out', str(tmp / 'p_onnx'), '--backend', 'onnx']!r})\n"
@@ -103,13 +80,13 @@ def test_onnx_runtime_predicts_the_same_without_caffe(heatmap_run):
     assert p.returncode == 0, p.stdout + p.stderr
     if not (tmp / "p_caffe").exists():
         run_cli("predict", str(bundle.path), *images, "--out", str(tmp / "p_caffe"), check=True)
-    caffe_rows, onnx_rows = _predicted(tmp / "p_caffe"), _predicted(tmp / "p_onnx")
+    caffe_rows, onnx_rows = predicted_rows(tmp / "p_caffe"), predicted_rows(tmp / "p_onnx")
     assert max(np.abs(np.subtract(_xy(onnx_rows[k]), _xy(caffe_rows[k]))).max() for k in caffe_rows) <= 0.05
 
 
 def test_dicom_spacing_gives_the_millimetres_of_the_png_with_spacing(heatmap_run):
     cfg, run, bundle, tmp = heatmap_run
-    png = _test_images(cfg)[0]
+    png = images_of_test_split(cfg)[0]
     grey = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
     folder = tmp / "dicoms"
     folder.mkdir()
@@ -120,7 +97,7 @@ def test_dicom_spacing_gives_the_millimetres_of_the_png_with_spacing(heatmap_run
     assert rc == 0, out
     rc, out = run_cli("predict", str(bundle.path), str(folder), "--out", str(tmp / "p_dcm"), "--no-overlays")
     assert rc == 0, out
-    ref, got = _predicted(tmp / "p_png"), _predicted(tmp / "p_dcm")
+    ref, got = predicted_rows(tmp / "p_png"), predicted_rows(tmp / "p_dcm")
     for (image, name), row in ref.items():
         for dicom in ("calibrated.dcm", "detector.dcm"):
             assert float(got[(dicom, name)]["x_mm"]) == pytest.approx(float(row["x_mm"]), abs=1e-3)
@@ -149,7 +126,7 @@ def test_a_changed_weight_file_is_refused_by_name(heatmap_run, tmp_path):
 
 def test_unreadable_inputs_go_to_errors_csv_and_the_rest_go_on(heatmap_run, tmp_path):
     cfg, _, bundle, _ = heatmap_run
-    good = _test_images(cfg)[0]
+    good = images_of_test_split(cfg)[0]
     shutil.copy(good, tmp_path / good.name)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
     out = tmp_path.parent / f"{tmp_path.name}_out"
@@ -158,7 +135,7 @@ def test_unreadable_inputs_go_to_errors_csv_and_the_rest_go_on(heatmap_run, tmp_
     with open(out / "errors.csv") as fh:
         errors = list(csv.DictReader(fh))
     assert [e["image"] for e in errors] == ["broken.png"] and "truncated" in errors[0]["error"]
-    assert {k[0] for k in _predicted(out)} == {good.name}
+    assert {k[0] for k in predicted_rows(out)} == {good.name}
     rc, text = run_cli("predict", str(bundle.path), str(tmp_path), "--out", str(tmp_path / "inside"))
     assert rc == 1 and "inside the input folder" in text
 
@@ -177,14 +154,14 @@ def test_the_regression_head_exports_and_predicts_without_confidence(phantom, tm
     cfg, run = _trained(tmp_path, phantom, "regression")
     rc, out = run_cli("export", str(run), "--out", str(tmp_path / "reg_bundle"), "--onnx")
     assert rc == 0, out
-    images = _test_images(cfg)
+    images = images_of_test_split(cfg)
     for backend in ("caffe", "onnx"):
         rc, out = run_cli("predict", str(tmp_path / "reg_bundle"), *map(str, images), "--out",
                           str(tmp_path / backend), "--backend", backend, "--spacing", "0.25", "--no-overlays")
         assert rc == 0, out
-    got, want = _predicted(tmp_path / "caffe"), _evaluated(cfg, run)
+    got, want = predicted_rows(tmp_path / "caffe"), evaluated_points(cfg, run)
     assert max(np.abs(np.subtract(_xy(got[k]), want[k])).max() for k in want) <= 0.01
-    onnx_rows = _predicted(tmp_path / "onnx")
+    onnx_rows = predicted_rows(tmp_path / "onnx")
     assert max(np.abs(np.subtract(_xy(onnx_rows[k]), _xy(got[k]))).max() for k in got) <= 0.05
     assert all(r["confidence"] == "" and r["flag"] == "0" for r in got.values())
     assert all(float(r["x_mm"]) == pytest.approx(float(r["x_px"]) * 0.25, abs=1e-3) for r in got.values())

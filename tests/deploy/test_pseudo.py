@@ -61,9 +61,9 @@ def test_unconfident_landmarks_stay_empty_and_are_masked(phantom, clean_tmp, qui
     cfg = _heatmap(clean_tmp, phantom, "teacher", dataset={"label_budget": 3})
     train(cfg, log=quiet)
     from dentcae.deploy.bundle import open_model
-    from dentcae.deploy.engine import Detector
+    from dentcae.inference.detector import Detector
     detector = Detector(open_model(run_dir(cfg)))
-    median = float(np.median(detector(pseudo.read_image(sorted(Path(phantom).glob("*.png"))[-1]))[1]))
+    median = float(np.median(detector(pseudo.read_image(sorted(Path(phantom).glob("*.png"))[-1])).confidence))
     report = pseudo.pseudo_label(run_dir(cfg), clean_tmp / "pseudo", min_confidence=median, progress=False)
     kept = sum(report["kept_per_landmark"].values())
     assert 0 < kept < 8 * report["images"]["candidate"]             # some landmarks kept, some left empty

@@ -12,6 +12,7 @@ from dentcae.codecs import heatmap
 from dentcae.config import ConfigError, load_config
 from dentcae.evaluation.evaluate import evaluate_checkpoint
 from dentcae.heads.heatmap import refine
+from dentcae import views
 from dentcae.nets.infer import CheckpointError
 from dentcae.schema import training_settings
 from dentcae.data.prepare import prepare
@@ -39,6 +40,24 @@ def test_a_painted_dot_lands_on_its_patch_label_through_rotation_and_scale():
             np.testing.assert_allclose(moved[1] * patch - 0.5, [(patch - 1) / 2 - 6.0, (patch - 1) / 2 + 4.0])
 
 
+def _decode_back(hm, m, centre, size, patch, margin=0):
+    """A patch heatmap decoded near the estimate and mapped back to a normalised sample label."""
+    q, value = refine.decode_in_patch(hm, views.apply(m, centre), patch / 4.0, margin)
+    return (views.apply(views.invert(m), q) + 0.5) / size, value
+
+
+@pytest.mark.parametrize("view", [{"rotate": 6.0}, {"scale": 1.15}, {"shift": [8, -4]},
+                                  {"rotate": -4.0, "scale": 0.9, "shift": [-6, 5]}])
+def test_a_patch_seen_in_a_view_decodes_back_to_the_sample_label(view):
+    size, patch = 512, 128
+    label = np.array([0.4137, 0.6021])
+    centre = label * size - 0.5 + np.array([6.2, -3.9])
+    m = refine._view_matrices(centre, patch, [view])[0]
+    target = heatmap.encode(refine.to_patch(label[None], m, size, patch)[None], patch, 2.0)[0, 0]
+    back, _ = _decode_back(target, m, centre, size, patch)
+    assert np.abs((back - label) * size).max() < 0.1          # sub-pixel, in fine-sample pixels
+
+
 @pytest.mark.parametrize("offset", [(0.0, 0.0), (7.3, -11.6), (-20.2, 18.9)])
 def test_refine_decoding_inverts_a_patch_target_to_the_sample_label(offset):
     size, patch = 512, 128
@@ -46,7 +65,7 @@ def test_refine_decoding_inverts_a_patch_target_to_the_sample_label(offset):
     centre = label * size - 0.5 + np.array(offset)               # a first estimate off by `offset` px
     m = refine.patch_matrix(centre, patch)
     target = heatmap.encode(refine.to_patch(label[None], m, size, patch)[None], patch, 2.0)[0, 0]
-    back, value = refine.refine_one(target, centre, size, patch, patch / 4.0)
+    back, value = _decode_back(target, m, centre, size, patch)
     assert np.abs((back - label) * size).max() < 0.1
     assert 0.8 < value <= 1.0            # the Gaussian's height at the cell nearest the decoded point
 
@@ -63,7 +82,7 @@ def test_averaged_shifted_patches_decode_to_the_sample_label(shift):
     canvas, margin = refine.averaged_heatmap(hms, offsets)
     assert margin == shift // heatmap.STRIDE and canvas.shape == (hms[0].shape[0] + 2 * margin,) * 2
     np.testing.assert_allclose(canvas[margin:-margin, margin:-margin], hms[0], atol=1e-6)   # the same Gaussian
-    back, _ = refine.refine_one(canvas, centre, size, patch, patch / 4.0, margin)
+    back, _ = _decode_back(canvas, refine.patch_matrix(centre, patch), centre, size, patch, margin)
     assert np.abs((back - label) * size).max() < 0.1
     assert refine.shifts({"tta_shift": 0}) == [(0, 0)]
 
@@ -131,7 +150,7 @@ def test_tiny_refine_run_trains_on_patches_and_refines_the_first_estimates(phant
     assert rc == 1 and "refine/deploy.prototxt: not a readable net prototxt" in out and "Traceback" not in out, out
     fine.write_text(text)
     (run / "refine" / "final.caffemodel").unlink()
-    with pytest.raises(CheckpointError, match="refine net is not trained"):
+    with pytest.raises(CheckpointError, match="net 'refine' is not trained"):
         evaluate_checkpoint(None, run)
 
 

@@ -109,3 +109,30 @@ def test_comparing_arms_evaluated_on_different_samples_is_refused():
     assert same["comparisons"][0]["n_pairs"] == 5
     with pytest.raises(ValueError, match="cannot compare arms 'a' and 'b': .*different samples"):
         tabulate(table, arms, errors, ["1", "2", "3", "4"], [], True, {"a": [[0, 1, 2, 3, 4]], "b": [[0, 1, 2, 3, 5]]})
+
+
+@pytest.mark.slow
+def test_a_table_scores_an_arms_repeats_as_an_ensemble(phantom, clean_tmp):
+    """ensembles: true: the repeats' landmarks averaged (checked against the single runs' own
+    predictions), a row beside the single nets' mean +- sd."""
+    import csv
+    arm = tiny_config(clean_tmp, phantom, name="reg")
+    table = {"name": "ens", "results_dir": str(clean_tmp / "results"), "repeats": 2, "ensembles": True,
+             "set": {"solver.max_iter": 3}, "arms": [{"key": "reg", "label": "regressor", "config": str(arm)}]}
+    path = clean_tmp / "ens.yaml"
+    path.write_text(yaml.safe_dump(table, sort_keys=False))
+    result = run_table(path, log=lambda *a: None)
+    runs = clean_tmp / "runs" / "ens"
+    ensemble = result["ensembles"]["reg"]
+    assert [p.rsplit("/", 1)[-1] for p in ensemble["members"]] == ["reg_r0", "reg_r1"]
+
+    def points(folder):
+        with open(folder / "predictions.csv") as fh:
+            return {(r["sample"], r["landmark"]): np.array([float(r["pred_x"]), float(r["pred_y"])])
+                    for r in csv.DictReader(fh)}
+    r0, r1, both = points(runs / "reg_r0"), points(runs / "reg_r1"), points(runs / "reg_ensemble")
+    assert max(np.abs(both[k] - (r0[k] + r1[k]) / 2).max() for k in both) <= 0.001
+    assert np.any([np.abs(r0[k] - r1[k]).max() > 0.01 for k in r0])          # two seeds: two different nets
+    md = (clean_tmp / "results" / "ens.md").read_text()
+    single = result["rows"][0]["ours_mre_per_repeat"]
+    assert f"{np.mean(single):.3f} ± {np.std(single, ddof=1):.3f} mm (2 nets) | {ensemble['mre_mm']:.3f} mm (2 nets)" in md

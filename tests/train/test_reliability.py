@@ -11,7 +11,9 @@ from conftest import run_cli, tiny, tiny_config
 from dentcae.runtime.atomic import write_csv_atomic
 from dentcae.config import ConfigError, load_config
 from dentcae.data.dataset import load_dataset
-from dentcae.evaluation.evaluate import EvaluationError, check_checkpoint, evaluate_checkpoint
+from dentcae.evaluation.evaluate import EvaluationError, evaluate_checkpoint
+from dentcae.inference.runs import check_nets
+from dentcae.nets.infer import CheckpointError
 from dentcae.runtime.locks import LockedError, exclusive
 from dentcae.evaluation.metrics import PRED_FIELDS, read_prediction_errors, read_predictions
 from dentcae.train.runfiles import run_dir
@@ -110,8 +112,9 @@ def test_evaluate_refuses_weights_or_data_that_do_not_fit(phantom, clean_tmp, qu
     one = dict(reg, dataset={**reg["dataset"], "landmarks": ["gonion_left"]})    # 4-landmark model, 1-landmark data
     with pytest.raises(EvaluationError, match=r"trained with other settings of dataset.landmarks"):
         evaluate_checkpoint(one, run_dir(reg))                     # refused by its config, before any net
-    with pytest.raises(EvaluationError, match=r"outputs 8 values per sample, the data has 1 landmarks"):
-        check_checkpoint(run_dir(reg) / "deploy.prototxt", run_dir(reg) / "final.caffemodel", "regression", 1)
+    with pytest.raises(CheckpointError, match=r"outputs 8 values per sample, the data has 1 landmarks"):
+        check_nets({"first": {"prototxt": run_dir(reg) / "deploy.prototxt",
+                              "caffemodel": run_dir(reg) / "final.caffemodel"}}, "regression", 1)
     code, out = run_cli("evaluate", str(wrong))
     assert code == 1 and "does not fit" in out and "Traceback" not in out
     assert not (run_dir(reg) / "predictions.csv").exists()

@@ -11,7 +11,14 @@ hook, asked through the registry), are stored beside them. `augment.copies` > 0 
 training copies (augment.py) in reg_train_aug.h5, which reg_train.txt lists after reg_train.h5.
 Splits (splits.py) are seeded and grouped: both halves of an image, and images of one declared group,
 always share a split; landmarks.csv may pin images to train or test. Results are cached under
-prepare.cache_dir by a hash of the inputs and settings.
+prepare.cache_dir by a key of the inputs and settings.
+
+A cache hit costs a key comparison, not a hash of every image: the key hashes the settings, the bytes
+of dataset.yaml and landmarks.csv, and each image's name, size and modification time (as make and git
+notice a changed file). An image that is rewritten, replaced or touched gets another key, so the data
+are prepared again; only a change that keeps both size and modification time (restored on purpose)
+goes unnoticed. The entry's own files are checked by size and modification time, and hashed only when
+their time moved (a copied cache); a truncated or changed entry is rebuilt.
 """
 import csv
 import hashlib
@@ -64,13 +71,14 @@ class Prepared:
 
 
 def _inputs_hash(ds, settings):
+    """The cache key: settings, the index files' bytes, each image's name, size and mtime."""
     h = hashlib.sha256(PREPARE_VERSION.encode())
     h.update(json.dumps(settings, sort_keys=True).encode())
     for name in ("dataset.yaml", "landmarks.csv"):
         h.update((ds.root / name).read_bytes())
     for rec in ds.images:
-        h.update(rec.name.encode())
-        h.update(hashlib.sha256(rec.path.read_bytes()).digest())
+        st = rec.path.stat()
+        h.update(f"{rec.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -182,19 +190,25 @@ def _settings(cfg):
 
 
 def _fingerprint(path):
-    return {"size": path.stat().st_size, "sha256": file_sha256(path)}
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(path)}
+
+
+def _unchanged(f, want):
+    """A cache file as recorded: same size, and same modification time or (moved time) same checksum."""
+    if not f.is_file():
+        return False
+    st = f.stat()
+    return st.st_size == want["size"] and (st.st_mtime_ns == want.get("mtime_ns") or file_sha256(f) == want["sha256"])
 
 
 def _intact(out):
-    """The cache entry's meta if prepared.json reads and every file matches its recorded size and
-    checksum; None when anything is missing, truncated or changed."""
+    """The cache entry's meta if prepared.json reads and every file matches its record; None when
+    anything is missing, truncated or changed."""
     try:
         meta = json.loads((out / "prepared.json").read_text())
-        files = meta["files"]
-        for name, want in files.items():
-            f = out / name
-            if not f.is_file() or f.stat().st_size != want["size"] or _fingerprint(f) != want:
-                return None
+        if not all(_unchanged(out / name, want) for name, want in meta["files"].items()):
+            return None
         return meta
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -5,10 +5,11 @@ import json
 
 def cmd_export(args):
     from .bundle import export_bundle
-    model = export_bundle(args.run, args.out, onnx=args.onnx, overwrite=args.overwrite)
-    conf = model.info.get("confidence") or {}
-    print(f"bundle {args.out}: nets {', '.join(model.nets)}{' (+ ONNX)' if args.onnx else ''}; "
-          f"{len(model.landmarks)} landmarks; confidence threshold {conf.get('threshold')}")
+    model = export_bundle(args.runs, args.out, onnx=args.onnx, overwrite=args.overwrite)
+    conf = model.calibration
+    print(f"bundle {args.out}: {len(model.members)} member(s), nets {', '.join(model.members[0].nets)}"
+          f"{' (+ ONNX)' if args.onnx else ''}; {len(model.landmarks)} landmarks; flag thresholds: confidence "
+          f"{conf.get('threshold')}, spread {conf.get('spread_threshold')} (of the image height)")
     if args.onnx:
         print(f"ONNX Runtime vs Caffe, max |difference| of the outputs: {json.dumps(model.info['onnx_max_abs_diff_vs_caffe'])}")
     return 0
@@ -37,8 +38,11 @@ def _spacing(text):
 
 
 def add_verbs(sub):
-    p = sub.add_parser("export", help="a trained run as a self-contained model bundle (optionally with ONNX)")
-    p.add_argument("run", help="a finetune run folder (runs/NAME)")
+    p = sub.add_parser("export", help="a trained run, or several as an ensemble, as a self-contained model bundle",
+                       description="Write a bundle of one finetune run, or of several runs of the same landmarks, "
+                       "layout and input geometry (an ensemble: predict and evaluate average their landmarks and "
+                       "report their spread).")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="finetune run folders (runs/NAME)")
     p.add_argument("--out", required=True, help="bundle folder to write (must not exist)")
     p.add_argument("--onnx", action="store_true", help="also write ONNX files of every net (needs `onnx`, "
                    "`onnxruntime`: pip install 'dentcae[onnx]')")

@@ -3,7 +3,8 @@
     report = predict_images("models/isbi", ["new_xrays/"], "predictions/", spacing=0.1, backend="onnx")
 
 Writes into `out`: predictions.csv (a row per image and landmark: pixels, millimetres when the spacing
-is known, confidence, flag), predictions.json (the same per image, with the spacing and its source,
+is known, confidence, flag, then the spread of the members' and views' estimates in mm and pixels;
+the first eight columns keep their order), predictions.json (the same per image, with the spacing and its source,
 the warnings and the model), overlays/<image>.png, measurements.csv (the ISBI 2015 challenge's 8
 measurements and their classes, when the model's landmarks include those they need; a note in
 predictions.json otherwise) and errors.csv (every input that could not be read or predicted, with
@@ -20,13 +21,13 @@ from tqdm import tqdm
 from ..data.dataset import DataError
 from ..evaluation import cephalometry
 from ..runtime.atomic import atomic_path, write_atomic, write_csv_atomic
+from ..inference.calibration import flags
+from ..inference.detector import Detector
 from .bundle import open_model
-from .confidence import flags
-from .engine import Detector
 from .images import list_inputs, read_xray
 from .overlay import draw_overlay
 
-FIELDS = ["image", "landmark", "x_px", "y_px", "x_mm", "y_mm", "confidence", "flag"]
+FIELDS = ["image", "landmark", "x_px", "y_px", "x_mm", "y_mm", "confidence", "flag", "spread_mm", "spread_px"]
 MEASUREMENT_FIELDS = ["image", "measurement", "value", "unit", "class", "meaning"]
 FOV_TOLERANCE = 0.35    # warn when a sample's field of view differs more than this from training's
 
@@ -50,13 +51,18 @@ def _fov_warning(model, xray):
     return None
 
 
-def _image_record(model, name, xray, points, confidence):
-    flagged = flags(confidence, model.threshold)
+def _finite(v):
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def _image_record(model, name, xray, found):
+    flagged = flags(found.confidence, found.spread / xray.grey.shape[0], model.calibration)
     sx, sy = xray.spacing or (None, None)
     marks = [{"name": n, "x_px": float(p[0]), "y_px": float(p[1]),
               "x_mm": None if sx is None else float(p[0] * sx), "y_mm": None if sy is None else float(p[1] * sy),
-              "confidence": None if not np.isfinite(c) else float(c), "flag": bool(f)}
-             for n, p, c, f in zip(model.landmarks, points, confidence, flagged)]
+              "confidence": _finite(c), "flag": bool(f), "spread_px": _finite(d),
+              "spread_mm": None if sx is None else _finite(d * (sx + sy) / 2)}
+             for n, p, c, f, d in zip(model.landmarks, found.points, found.confidence, flagged, found.spread)]
     return {"image": name, "width": int(xray.grey.shape[1]), "height": int(xray.grey.shape[0]),
             "spacing_mm": None if xray.spacing is None else list(xray.spacing),
             "spacing_source": xray.spacing_source, "warnings": xray.warnings, "landmarks": marks}
@@ -98,7 +104,8 @@ def check_out(out, inputs):
 
 def _files(model, out, records, errors, measure):
     rows = [FIELDS] + [[r["image"], m["name"], _num(m["x_px"]), _num(m["y_px"]), _num(m["x_mm"]), _num(m["y_mm"]),
-                        _num(m["confidence"]), int(m["flag"])] for r in records for m in r["landmarks"]]
+                        _num(m["confidence"]), int(m["flag"]), _num(m["spread_mm"]), _num(m["spread_px"])]
+                       for r in records for m in r["landmarks"]]
     write_csv_atomic(out / "predictions.csv", rows)
     if measure:
         write_csv_atomic(out / "measurements.csv",
@@ -121,7 +128,7 @@ def predict_images(model_path, inputs, out, spacing=None, backend="caffe", gpu=N
     for path, name in bar:
         try:
             xray = read_xray(path, spacing)
-            points, confidence = detector(xray.grey)
+            found = detector(xray.grey)
         except (DataError, OSError, ValueError) as e:
             errors.append([name, str(e)])
             continue
@@ -129,13 +136,14 @@ def predict_images(model_path, inputs, out, spacing=None, backend="caffe", gpu=N
         xray.warnings += [warning] if warning else []
         if xray.spacing is None:
             xray.warnings.append("no pixel spacing (none in the file, no --spacing): coordinates in pixels only")
-        records.append(_image_record(model, name, xray, points, confidence))
+        records.append(_image_record(model, name, xray, found))
         if overlays:
             _write_overlay(out, records[-1], xray, model)
         bar.set_postfix(images_per_s=f"{len(records) / max(time.time() - start, 1e-9):.2f}")
     seconds = time.time() - start
     _files(model, out, records, errors, measure)
     summary = {"model": {"name": model.name, "path": str(model.path), "head": model.info["head"],
+                         "members": len(model.members),
                          "trained_on": model.info.get("training_data"), "test_metrics": model.info.get("test_metrics"),
                          "confidence": model.info.get("confidence")},
                "backend": backend, "images": records, "failed": [{"image": n, "error": e} for n, e in errors],

@@ -32,11 +32,12 @@ from tqdm import tqdm
 
 from ..data.dataset import load_dataset, read_image, select_landmarks
 from ..data.landmarks_csv import is_test
-from ..data.prepare import configured_dataset, prepare
+from ..data.prepare import configured_dataset
 from ..runtime.atomic import staged_folder
 from ..runtime.yamlio import read_yaml_mapping
-from .bundle import open_model, weights_stamp
-from .engine import Detector
+from ..inference.detector import Detector
+from ..inference.model import ModelError
+from ..inference.runs import run_model, weights_stamp
 
 
 def _previous_round(ds):
@@ -45,11 +46,10 @@ def _previous_round(ds):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _roles(cfg, previous):
-    """{image: "labelled" | "test" | "candidate"} of a run's dataset; leaked images are left out.
+def _roles(prep, previous):
+    """{image: "labelled" | "test" | "candidate"} of a run's prepared data; leaked images are left out.
     On a pseudo-labelled dataset (`previous`: its pseudo.json) its pseudo-labelled images are
     candidates again: a new round labels them anew from the real labels alone."""
-    prep = prepare(cfg)
     leaks = set((prep.meta.get("leaks") or {}).get("images") or [])
     again = set((previous or {}).get("candidates") or [])
     roles = {}
@@ -59,7 +59,7 @@ def _roles(cfg, previous):
         if roles.get(s["image"]) in ("test", "labelled"):
             continue
         roles[s["image"]] = role
-    return {name: role for name, role in roles.items() if not (role == "candidate" and name in leaks)}, prep
+    return {name: role for name, role in roles.items() if not (role == "candidate" and name in leaks)}
 
 
 def _truth(ds, previous):
@@ -129,8 +129,9 @@ def _predict_candidates(model, recs, truth, roles, threshold, progress, gpu=None
                      disable=not progress):
         rec = recs[name]
         grey = read_image(rec.path)
-        points, confidence = detector(grey)
-        keep = kept(points, confidence, threshold, grey.shape)
+        found = detector(grey)
+        points = found.points
+        keep = kept(points, found.confidence, threshold, grey.shape)
         out[name] = (points, keep)
         real = truth.get(name)
         if real is not None and real.annotated and np.isfinite(real.landmarks).all():
@@ -140,7 +141,10 @@ def _predict_candidates(model, recs, truth, roles, threshold, progress, gpu=None
 
 def pseudo_label(run, out, min_confidence=None, progress=True, gpu=None):
     """Write the pseudo-labelled dataset folder `out` (whole or not at all); returns pseudo.json's dict."""
-    model = open_model(run)
+    try:
+        model, prep = run_model([run])                 # its data prepared once, for the model and the roles
+    except ModelError as e:
+        raise ValueError(str(e)) from None
     if model.threshold is None and min_confidence is None:
         raise ValueError(f"{run}: its head gives no confidence, so no landmark can be chosen (heatmap head only)")
     out = Path(out)
@@ -149,7 +153,7 @@ def pseudo_label(run, out, min_confidence=None, progress=True, gpu=None):
     threshold = model.threshold if min_confidence is None else float(min_confidence)
     ds = configured_dataset(model.cfg)
     recs, previous = {r.name: r for r in ds.images}, _previous_round(ds)
-    roles, prep = _roles(model.cfg, previous)
+    roles = _roles(prep, previous)
     predicted, withheld = _predict_candidates(model, recs, _truth(ds, previous), roles, threshold, progress, gpu)
     header = ["image"] + [f"{a}{i}" for i in range(1, len(ds.landmark_names) + 1) for a in "xy"] + \
         ["spacing_mm", "group", "split"]
@@ -172,7 +176,7 @@ def pseudo_label(run, out, min_confidence=None, progress=True, gpu=None):
             shutil.copytree(ds.root / "annotations", tmp / "annotations")
         mask = np.array([k for _, k in predicted.values()]) if predicted else np.zeros((0, len(ds.landmark_names)))
         report = {"round": (previous or {}).get("round", 0) + 1, "source_run": str(Path(run).resolve()),
-                  "source_weights_sha256": weights_stamp(model.nets), "source_dataset": str(ds.root),
+                  "source_weights_sha256": weights_stamp(model.members[0].nets), "source_dataset": str(ds.root),
                   "truth_dataset": (previous or {}).get("truth_dataset", str(ds.root)),
                   "truth_landmarks": (previous or {}).get("truth_landmarks", model.cfg["dataset"]["landmarks"]),
                   "threshold": threshold,

@@ -1,12 +1,14 @@
-"""Evaluate a landmark checkpoint: predict a split, map back to image pixels, score, write files.
+"""Evaluate a landmark checkpoint, or an ensemble of runs: detect a split, score, write files.
 
     summary = evaluate_checkpoint(cfg, "runs/x")        # or "runs/x/snapshots/..._iter_N.caffemodel"
+    summary = evaluate_checkpoint(None, ["runs/x_r0", "runs/x_r1"], out="results/x_ensemble")
 
-Inference is nets/infer.py's, decoding the head's (asked through the registry), scoring
-metrics.py's (pure), drawing figures.py's; this module joins them. Predictions are mapped back to
-original-image pixels (undo the resize, un-mirror right halves) and compared with the annotations of
-landmarks.csv. Writes predictions.csv, summary.json, results.md, detections.png and error_cdf.png
-into the run folder (or `out`).
+Landmarks come from inference/detector.py's Detector run on each test image as `dentcae predict`
+runs it (the same decoded coordinates, by construction: test-time views and ensembles included),
+scoring is metrics.py's (pure), drawing figures.py's; this module joins them. Predictions are in
+original-image pixels and compared with the annotations of landmarks.csv; confidence, spread and
+flags (inference/calibration.py) are scored against the errors. Writes predictions.csv,
+summary.json, results.md, detections.png and error_cdf.png into the run folder (or `out`).
 """
 import json
 from pathlib import Path
@@ -14,34 +16,27 @@ from pathlib import Path
 import numpy as np
 
 from ..config import load_config
-from ..schema import training_settings
+from ..schema import test_time_keys, training_settings, value_at
 from ..data.dataset import read_image
 from ..data.geometry import sample_box, to_pixels
-from ..data.inputs import split_inputs, split_labels
-from ..data.prepare import configured_dataset, prepare
-from ..nets.infer import CheckpointError, check_weights, predict
-from ..registry import HEADS
+from ..data.inputs import split_labels
+from ..data.prepare import configured_dataset
+from ..inference.calibration import flags, uncertainty_report
+from ..inference.detector import Detector
+from ..inference.model import ModelError
+from ..inference.runs import run_model
+from ..nets.infer import CheckpointError
 from ..runtime.atomic import write_atomic, write_csv_atomic
-from ..runtime.backend import set_device
 from . import cephalometry
 from .annotators import annotation_pixels, brief, protocol_lines, protocols, test_set_of
 from .describe import data_description, describe
 from .figures import plot_detections, plot_error_cdf
-from .metrics import (PRED_FIELDS, SDR_MM, markdown_table, prediction_rows, radial_errors_mm,
+from .metrics import (PRED_FIELDS, SDR_MM, UNCERTAINTY_FIELDS, markdown_table, prediction_rows, radial_errors_mm,
                       read_predictions, summarize)
 
 
 class EvaluationError(CheckpointError):
     pass
-
-
-def check_checkpoint(deploy, weights, head, num_landmarks):
-    """Refuse, before predicting, weights that do not fill the deploy net exactly and a net whose
-    output does not fit K landmarks of the head `head`."""
-    try:
-        check_weights(deploy, weights, *HEADS.get(head).outputs(num_landmarks), num_landmarks)
-    except CheckpointError as e:
-        raise EvaluationError(str(e)) from None
 
 
 def resolve_checkpoint(checkpoint):
@@ -56,18 +51,6 @@ def resolve_checkpoint(checkpoint):
             raise FileNotFoundError(f"{f} not found (evaluate takes a finetune run folder or a "
                                     ".caffemodel inside one)")
     return run, weights
-
-
-def predict_split(deploy, weights, prepared, split, gpu=None, batch=16):
-    """Net outputs for every sample of a prepared split, on CPU or CUDA device `gpu`."""
-    set_device(gpu)
-    return predict(deploy, weights, split_inputs(prepared, split), batch)
-
-
-def labels_to_pixels(labels, samples):
-    """(N, K, 2) normalised sample labels -> original-image pixels; the scoring below never knows
-    which head made them."""
-    return np.array([to_pixels(p, *sample_box(s)) for p, s in zip(labels, samples)])
 
 
 def mean_shape_pixels(labels_train, samples):
@@ -111,29 +94,28 @@ def _brief(stats):
     return {k: stats[k] for k in ("mre_mm", "median_mm", "sdr")}
 
 
-def _decoded(cfg, run, weights, prep, split, gpu):
-    """(the head's final labels, {what it reports beside them: label arrays or passes}) of a split."""
-    head, size, labels_train = HEADS.get(cfg["model"]["head"]), prep.meta["input_size"], split_labels(prep)
-    check_checkpoint(run / "deploy.prototxt", weights, cfg["model"]["head"], prep.meta["num_landmarks"])
-    outputs = predict_split(run / "deploy.prototxt", weights, prep, split, gpu)
-    labels = head.decode(outputs, size, labels_train)
-    beside = dict(head.alternative_decodings(outputs, size, labels_train))
-    passes = head.after_decode(cfg, run, prep, split, labels)     # a sub-run's refinement, if any
-    if passes:
-        beside["coarse_decoding"], beside["passes"], labels = labels, passes, passes[-1]
-    return labels, beside
+def detect(detector, ds, samples):
+    """The Detector on every sample's image, as `dentcae predict` runs it: ((N, K, 2) image pixels,
+    (N, K) confidence, (N, K) spread in pixels, {name: (N, K, 2)} what it reports beside)."""
+    recs, found = {r.name: r for r in ds.images}, {}
+    for name in dict.fromkeys(s["image"] for s in samples):
+        found[name] = detector(read_image(recs[name].path))
+    pick = lambda s, a: np.asarray(a)[ds.side_indices(s["side"])]         # noqa: E731
+    points = np.array([pick(s, found[s["image"]].points) for s in samples])
+    conf = np.array([pick(s, found[s["image"]].confidence) for s in samples])
+    spread = np.array([pick(s, found[s["image"]].spread) for s in samples])
+    names = found[samples[0]["image"]].beside if samples else {}
+    beside = {n: np.array([pick(s, found[s["image"]].beside[n]) for s in samples]) for n in names}
+    return points, conf, spread, beside
 
 
 def _scores_beside(beside, stats, samples, gt_px, names):
     """The summary's extra scores: each alternative decoding, and with a refinement the first net's
     scores (coarse_decoding) and each pass's (refine_passes; the last pass is `stats` itself)."""
-    out = {}
-    for name, labels in beside.items():
-        if name != "passes":
-            out[name] = score(labels_to_pixels(labels, samples), gt_px, samples, names)[0]
-    if "passes" in beside:
-        out["refine_passes"] = [_brief(score(labels_to_pixels(p, samples), gt_px, samples, names)[0])
-                                for p in beside["passes"][:-1]] + [_brief(stats)]
+    out = {n: score(px, gt_px, samples, names)[0] for n, px in beside.items() if not n.startswith("refine_pass_")}
+    if "coarse_decoding" in beside:
+        passes = sorted((n for n in beside if n.startswith("refine_pass_")), key=lambda n: int(n.rsplit("_", 1)[1]))
+        out["refine_passes"] = [_brief(score(beside[n], gt_px, samples, names)[0]) for n in passes] + [_brief(stats)]
     return out
 
 
@@ -193,8 +175,8 @@ def _differences(a, b, where=""):
 
 
 def check_same_training(cfg, run):
-    """A config given to evaluate a run may differ from the run's own only in test-time keys (the
-    head's TEST_TIME_KEYS) and in what does not decide the data, the split or the nets: anything
+    """A config given to evaluate a run may differ from the run's own only in test-time keys
+    (schema.test_time_keys) and in what does not decide the data, the split or the nets: anything
     else would score another split or preprocessing than the one trained on, or abort Caffe."""
     saved_path = Path(run) / "config.yaml"
     if cfg is None or not saved_path.exists():
@@ -203,45 +185,97 @@ def check_same_training(cfg, run):
     changed = [k for k in _differences(training_settings(saved), training_settings(cfg))
                if k.split(".")[0] in ("dataset", "prepare", "model", "stage")]
     if changed:
-        raise EvaluationError(
-            f"{run} was trained with other settings of {', '.join(changed)} (its config.yaml); evaluate may change "
-            f"only test-time keys ({', '.join(HEADS.get(saved['model']['head']).TEST_TIME_KEYS) or 'none for this head'})")
+        raise EvaluationError(f"{run} was trained with other settings of {', '.join(changed)} (its config.yaml); "
+                              f"evaluate may change only test-time keys ({', '.join(test_time_keys(saved))})")
+
+
+def _with_test_time(cfg, run):
+    """The run's own config with the test-time keys of `cfg` (None: the run's own)."""
+    own = load_config(Path(run) / "config.yaml")
+    if cfg is None:
+        return own
+    check_same_training(cfg, run)
+    for key in test_time_keys(own):
+        *path, last = key.split(".")
+        node = own
+        for part in path:
+            node = node[part]
+        node[last] = value_at(cfg, key)
+    return own
+
+
+def open_runs(cfg, checkpoints, gpu=None):
+    """(Model, Prepared data of the first) of one or several checkpoints (run folders, or a
+    .caffemodel inside one for a single run), with the test-time keys of `cfg`."""
+    resolved = [resolve_checkpoint(c) for c in checkpoints]
+    if len(resolved) > 1 and any(w.parent.name == "snapshots" for _, w in resolved):
+        raise EvaluationError("several checkpoints make an ensemble of run folders; give run folders, not snapshots")
+    runs = [run for run, _ in resolved]
+    cfgs = [_with_test_time(cfg, run) for run in runs]
+    snapshot = resolved[0][1] if resolved[0][1] != runs[0] / "final.caffemodel" else None
+    try:
+        return run_model(runs, cfgs, weights=snapshot, gpu=gpu)
+    except (CheckpointError, ModelError) as e:
+        raise EvaluationError(str(e)) from None
+
+
+def _uncertainty(model, conf, spread_px, err_mm, samples):
+    """flags (N, K), and how confidence, spread and flags tell the errors (calibration.py)."""
+    heights = np.array([[float(s["crop_h"])] for s in samples])
+    flagged = flags(conf, spread_px / heights, model.calibration)
+    spread_mm = spread_px * np.array([[float(s["spacing_mm"])] for s in samples])
+    return flagged, spread_mm, {**uncertainty_report(conf, spread_mm, err_mm, flagged),
+                                "calibration": model.calibration, "members": len(model.members)}
+
+
+def _out_folder(out, runs, test_set):
+    if out:
+        return Path(out)
+    if len(runs) > 1:
+        raise EvaluationError("several runs: give --out (the ensemble's scores belong to none of the run folders)")
+    return runs[0] if test_set is None else runs[0] / f"eval_{test_set}"
 
 
 def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test", test_set=None):
-    """Evaluate a landmark checkpoint on a split (or one test set of it, e.g. test2); writes and
-    returns the summary (into the run folder, or <run>/eval_<test set>, unless `out`)."""
-    run, weights = resolve_checkpoint(checkpoint)
-    check_same_training(cfg, run)
-    cfg = cfg or load_config(run / "config.yaml")
-    prep = prepare(cfg)
+    """Evaluate a landmark checkpoint, or several run folders as one ensemble, on a split (or one
+    test set of it, e.g. test2); writes and returns the summary (into the run folder, or
+    <run>/eval_<test set>, unless `out`; several runs need `out`)."""
+    checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    out = _out_folder(out, [resolve_checkpoint(c)[0] for c in checkpoints], test_set)
+    model, prep = open_runs(cfg, checkpoints, gpu)
+    cfg = model.cfg
     samples = [r for r in prep.samples() if int(r[split])]
     if not samples:
         raise EvaluationError(f"{prep.dir}: split '{split}' has no annotated samples to evaluate on")
-    keep = _test_set_rows(samples, test_set, prep.dir)
-    ds = configured_dataset(cfg)
-    names = prep.meta["landmark_names"]
-    labels, beside = _decoded(cfg, run, weights, prep, split, gpu)
-    samples, labels = [samples[i] for i in keep], labels[keep]
-    beside = {k: ([p[keep] for p in v] if k == "passes" else v[keep]) for k, v in beside.items()}
-    gt_px, pred_px = ground_truth_pixels(ds, samples), labels_to_pixels(labels, samples)
+    samples = [samples[i] for i in _test_set_rows(samples, test_set, prep.dir)]
+    ds, names = configured_dataset(cfg), prep.meta["landmark_names"]
+    pred_px, conf, spread_px, beside = detect(Detector(model, gpu=gpu), ds, samples)
+    gt_px = ground_truth_pixels(ds, samples)
     stats, err_mm = score(pred_px, gt_px, samples, names, mean_shape_pixels(split_labels(prep), samples))
     stats.update(_scores_beside(beside, stats, samples, gt_px, names))
     stats.update(_by_test_set(err_mm, pred_px, samples, ds))
     stats.update(_measurements(pred_px, gt_px, samples, names, ds))
-    out = Path(out) if out else (run if test_set is None else run / f"eval_{test_set}")
+    flagged, spread_mm, stats["uncertainty"] = _uncertainty(model, conf, spread_px, err_mm, samples)
     out.mkdir(parents=True, exist_ok=True)
     rows = prediction_rows(samples, names, gt_px, pred_px, err_mm, [float(s["spacing_mm"]) for s in samples])
-    write_csv_atomic(out / "predictions.csv", [PRED_FIELDS] + rows)
-    training = json.loads((run / "training.json").read_text()) if (run / "training.json").exists() else {}
-    summary = {"checkpoint": str(weights), "split": split, "dataset": prep.meta["dataset"],
+    extra = np.stack([conf, spread_mm, flagged], -1).reshape(-1, 3)
+    rows = [r + [_cell(c), _cell(d), int(f)] for r, (c, d, f) in zip(rows, extra)]
+    write_csv_atomic(out / "predictions.csv", [PRED_FIELDS + UNCERTAINTY_FIELDS] + rows)
+    training = json.loads((model.path / "training.json").read_text()) if (model.path / "training.json").exists() else {}
+    summary = {"checkpoint": str(checkpoint if len(checkpoints) == 1 else [str(c) for c in checkpoints]),
+               "members": [m.source for m in model.members], "split": split, "dataset": prep.meta["dataset"],
                "synthetic": ds.synthetic, "data": data_description(prep, split, samples, test_set), **stats,
-               "training": training, "out": str(out)}
-    summary["table_md"] = markdown_table(stats, cfg["name"] + (" (SYNTHETIC phantom)" if ds.synthetic else "")) \
-        + "\n" + describe(summary["data"]) + "\n" + protocol_lines({cfg["name"]: stats.get("protocols")}) \
+               "training": training, "test_time": {k: value_at(cfg, k) for k in test_time_keys(cfg)}, "out": str(out)}
+    title = cfg["name"] if len(model.members) == 1 else model.name
+    summary["table_md"] = markdown_table(stats, title + (" (SYNTHETIC phantom)" if ds.synthetic else "")) \
+        + "\n" + describe(summary["data"]) + "\n" + protocol_lines({title: stats.get("protocols")}) \
         + "\n" + cephalometry.agreement_lines(stats.get("measurements", {}))
     write_atomic(out / "results.md", summary["table_md"])
     write_atomic(out / "summary.json", json.dumps(summary, indent=1))
-    plot_detections(detection_panels({cfg["name"]: out / "predictions.csv"}, ds.root), out / "detections.png")
-    plot_error_cdf({cfg["name"]: err_mm.reshape(-1)}, out / "error_cdf.png", SDR_MM)
+    plot_detections(detection_panels({title: out / "predictions.csv"}, ds.root), out / "detections.png")
+    plot_error_cdf({title: err_mm.reshape(-1)}, out / "error_cdf.png", SDR_MM)
     return summary
+
+
+def _cell(v):
+    return "" if not np.isfinite(v) else round(float(v), 4)

@@ -17,6 +17,7 @@ import numpy as np
 SDR_MM = (2.0, 2.5, 3.0, 4.0)
 PRED_FIELDS = ["sample", "image", "side", "landmark", "name", "gt_x", "gt_y", "pred_x", "pred_y",
                "error_px", "error_mm"]
+UNCERTAINTY_FIELDS = ["confidence", "spread_mm", "flag"]      # evaluate writes them after PRED_FIELDS
 
 
 def radial_errors_mm(pred_px, gt_px, spacing_mm):

@@ -16,7 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..deploy.bundle import run_weights_stamp
+from ..inference.runs import run_weights_stamp
 from ..deploy.pseudo import pseudo_label
 from ..train.runfiles import run_dir
 

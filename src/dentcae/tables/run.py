@@ -25,6 +25,7 @@ from ..runtime.cluster import open_engine
 from ..train.runfiles import run_dir
 from ..train.stages import subruns
 from . import pseudo_arms
+from .ensembles import ensemble_fields, ensemble_lines, score_ensembles
 from .curve import curve_rows, plot_curve
 from .render import csv_rows, first_net_lines, pretraining_lines, table_figures, tabulate
 from .schedule import run_arms
@@ -131,6 +132,7 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=Non
     with open_engine(runs_dir, ray, gpus, gpu, cpus_per_job, log) as engine:
         got = run_arms(table, arms, engine, run_overrides, _Collected(arms, table["pretrainings"]), log)
         where = engine.describe()
+    scored = score_ensembles(got.runs, log) if table.get("ensembles") else {}
     result = tabulate(table, arms, got.errors, got.names, sorted(got.replaced), got.synthetic, got.samples,
                       data_lines(arms, got.data_by_arm), got.wall_s)
     result.update(data=got.data, data_by_arm=got.data_by_arm, preset=table["preset"] or None,
@@ -139,7 +141,8 @@ def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=Non
     if "sweep_key" in table:
         result.update(sweep_key=table["sweep_key"], sweep_values=table["sweep_values"])
         curve_rows(result, arms, got.data_by_arm, got.baselines_by_arm)
-    markdown = result.pop("markdown_text") + _markdown(result, got, arms)
+    result["ensembles"] = ensemble_fields(scored) or None
+    markdown = result.pop("markdown_text") + ensemble_lines(arms, result["rows"], scored) + _markdown(result, got, arms)
     result["protocols"] = {k: p for k, p in got.protocols.items() if p}
     stem = out / _results_name(table, overrides, only)
     result["markdown"] = str(stem) + ".md"

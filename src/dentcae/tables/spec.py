@@ -10,7 +10,8 @@ mappings (`set`, `pretrainings`) merge, lists (`arms`, `comparisons`) are replac
 dataset.label_budget, values: [10, 25]}` repeats every arm (and comparison) once per value, as
 arms `<key>_<value>` (`all` for null); a --set of the swept key runs that value (or list of values). An arm with
 `pseudo_labels_from: <arm>` trains on the pseudo-labels that arm's detector gives the unlabelled
-training images (tables/pseudo_arms.py). Each arm's or pre-training's run goes to
+training images (tables/pseudo_arms.py). `ensembles: true` also scores each arm's repeats as one
+ensemble (tables/ensembles.py), a row beside its single nets' mean +- sd. Each arm's or pre-training's run goes to
 runs/<table>/<name>_r<repeat>.
 """
 from pathlib import Path
@@ -20,7 +21,7 @@ from ..registry import HEADS, PRETEXTS
 from ..schema import value_at
 
 TABLE_KEYS = {"name", "title", "results_dir", "repeats", "repeat_over", "pretrainings", "set", "sweep",
-              "arms", "comparisons", "note"}
+              "arms", "comparisons", "note", "ensembles"}
 ARM_KEYS = {"key", "label", "config", "paper", "set", "pseudo_labels_from"}
 RENAMED = {"pretrain": "pretrainings: {cae: ...}", "pretext_pretrain": "pretrainings: {augment: ...}"}
 
@@ -70,6 +71,9 @@ def _check_spec(path, t):
         raise ConfigError(f"{path}: comparisons must be a list of [arm, arm] pairs")
     t["comparisons"] = comps
     check_repeats(t.get("repeats", 1), f"{path}: repeats")
+    if not isinstance(t.get("ensembles", False), bool):
+        raise ConfigError(f"{path}: ensembles must be true or false (true: each arm's repeats are also scored "
+                          "as one ensemble)")
 
 
 def slug(value):

@@ -4,8 +4,7 @@ finer patches around each estimate (refine.py: this head's sub-run, trained in <
 
     net = build(19, cfg["model"], size=256, deploy=True)           # `heatmaps`: 19 x 63 x 63
     labels = decode(outputs, 256, train_labels)                     # shape-prior decoding
-    passes = after_decode(cfg, run, prep, "reg_test", labels)      # the refine net's estimates
-    labels, confidence = after_predict(cfg, forwards, crops, labels, outputs, mean_bgr)   # new images
+    after = after_first_net(cfg, forwards, crops, labels, confidence, mean_bgr)   # the refine net's passes
 
 conv5 (stride 16) is upsampled twice by stride-2 deconvolutions, fused with 1x1 projections of
 conv2 and conv1, to heatmaps at stride 4, trained with a Euclidean loss against the codec's targets.
@@ -14,7 +13,7 @@ import numpy as np
 
 from ...codecs import heatmap as codec
 from ...schema import check_range
-from ...nets.infer import CheckpointError, check_weights
+from ...views import with_identity
 from . import refine
 from .net import build, encoder_for, heatmap_net  # noqa: F401 (build is this head's hook)
 
@@ -70,31 +69,27 @@ def subruns(cfg):
     return {"refine": refine.refine_config(cfg)} if refine.enabled(cfg) else {}
 
 
-def after_decode(cfg, run, prep, split, labels):
-    """The refine net's estimates per pass, from the first net's `labels`; [] without one. Refuses
-    a run configured with a refine net that is missing or does not fit (Caffe would abort)."""
-    if not refine.enabled(cfg):
-        return []
-    fine = run / "refine"
-    for f in (fine / "deploy.prototxt", fine / "final.caffemodel"):
-        if not f.exists():
-            raise CheckpointError(f"{f} not found: the run's config has model.refine.patch > 0 but its refine "
-                              "net is not trained; finish it with `dentcae finetune --config C --resume`")
-    k = prep.meta["num_landmarks"]
-    check_weights(fine / "deploy.prototxt", fine / "final.caffemodel", *outputs(k), k)
-    return refine.refine_passes(cfg, run, prep, split, labels)
+def confidence(outputs, labels, size):
+    """(N, K) the first net's heatmap value at its estimates `labels` (of the same view), in [0, 1]:
+    targets are Gaussians of height 1, so it is near 1 where the net sees its landmark clearly."""
+    return np.clip(codec.values_at_labels(outputs, labels, size), 0, 1)
 
 
-def after_predict(cfg, forwards, crops, labels, outputs, mean_bgr):
-    """On new images' sample crops: (final labels, (N, K) confidence). With a refine net, its passes
-    over the crops at refine.fine_size, and as confidence the refine heatmap's value at each final
-    estimate (the first net's value at its own estimate where the refine channel is flat, so it left
-    the estimate alone); without one the first net's value. Targets are Gaussians of height 1, so the
-    value is near 1 where the net sees its landmark clearly; clipped to [0, 1]."""
-    first = codec.values_at_labels(outputs, labels, cfg["prepare"]["input_size"])
+def after_first_net(cfg, forwards, crops, labels, confidence, mean_bgr):
+    """What follows the first net on sample crops (cut and mirrored as prepare.py cuts them), from
+    its estimates `labels` and `confidence`: with a refine net, its passes over the crops at
+    refine.fine_size in every view of model.refine.views (refine.py), and as confidence the refine
+    heatmap's value at each final estimate, averaged over the views (the first net's where the refine
+    channel is flat, so it left the estimate alone). Returns {"passes": [(N, K, 2) per pass],
+    "views": (V, N, K, 2) the last pass's estimate per view, or None without a refine net,
+    "confidence": (N, K)}."""
     if not refine.enabled(cfg):
-        return labels, np.clip(first, 0, 1)
+        return {"passes": [], "views": None, "confidence": confidence}
     images, r = refine.fine_crops(cfg, crops), cfg["model"]["refine"]
+    views, passes = with_identity(r["views"]), []
     for _ in range(r["passes"]):
-        labels, values = refine.refine_pass(forwards["refine"], images, labels, r, mean_bgr)
-    return labels, np.clip(np.where(np.isfinite(values), values, first), 0, 1)
+        per_view, values = refine.refine_pass(forwards["refine"], images, labels, r, mean_bgr, views)
+        labels = per_view.mean(0)
+        passes.append(labels)
+    return {"passes": passes, "views": per_view,
+            "confidence": np.clip(np.where(np.isfinite(values), values, confidence), 0, 1)}

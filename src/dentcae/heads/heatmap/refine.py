@@ -2,7 +2,7 @@
 
     fine = refine_config(cfg)                            # the `stage: refine` sub-run of a heatmap run
     train_src, test_src, n_train, n_test = patch_sources(fine, prep)
-    passes = refine_passes(cfg, run, prep, "reg_test", coarse)   # [(N, K, 2) normalised] per pass
+    per_view, values = refine_pass(forward, fine_crops(cfg, crops), coarse, r, mean_bgr, views)
 
 The heatmap head sees the whole sample at prepare.input_size; on ISBI at 256 px an input pixel is
 0.94 mm and a heatmap cell 3.75 mm, so its estimates are coarse. With `model.refine.patch` > 0 a
@@ -15,8 +15,9 @@ patch of landmark k is centred on the first estimate and channel k, decoded near
 (heatmap.decode_near, weighted by a Gaussian with the training jitter's sd: where the net was
 trained to look), is the refined estimate. `refine.passes` > 1 cuts the patches again around the
 last estimates; `refine.tta_shift` adds patches moved by +-tta_shift fine pixels along each axis and
-averages their heatmaps (a multiple of the stride, so their cells coincide). Both are test-time
-settings: changing them retrains nothing (training_settings). Labels stay normalised sample
+averages their heatmaps (a multiple of the stride, so their cells coincide); `refine.views` also
+sees each patch rotated, scaled or shifted (views.py), each view's answer mapped back through its
+matrix. All three are test-time settings: changing them retrains nothing (training_settings). Labels stay normalised sample
 coordinates (prepare.py), so the evaluation maps them back to image pixels unchanged.
 The patches live in a `patches-<hash>` folder inside the prepared-data cache entry. As a sub-run
 plug-in (registry.py) this module trains the head's own net on them, at input size `refine.patch`.
@@ -38,15 +39,16 @@ from ...data.dataset import read_image
 from ...data.geometry import cut_sample, resize_sample, sample_box
 from ...data.inputs import to_input, write_h5
 from ...data.prepare import configured_dataset
-from ...nets.infer import load_net, run_net
 from ...runtime.atomic import folder_once
+from ...schema import check_views
+from ...views import apply, compose, invert, is_identity, view_matrix
 from .net import encoder_for, heatmap_net
 
 CHUNK = 1024            # training patches per HDF5 file (Caffe's HDF5Data holds one file in memory)
 TEST_PATCHES = 256      # at most this many test patches: the test loss only watches the training
 VERSION = "1"
 FLAT = 0.1              # a patch heatmap whose values span less than this is flat (no landmark seen)
-TEST_TIME = ("passes", "tta_shift")      # keys that change decoding, not training
+TEST_TIME = ("passes", "tta_shift", "views")      # keys that change decoding, not training
 CONFIG = {
     "patch": 0,                     # 0: off; else the patch side in pixels of the finer sample
     "fine_size": 768,               # the sample resized (as prepare.resize) to this side
@@ -57,6 +59,8 @@ CONFIG = {
     "passes": 1,                    # test time: passes, each re-centring on the last estimate
     "tta_shift": 0,                 # test time: 0, or also patches moved +-this many fine pixels
                                     # along each axis (a multiple of the stride, 4), averaged
+    "views": [],                    # test time: each patch also seen through these views (views.py, in
+                                    # patch pixels), each answer mapped back; the views' mean is kept
     "loss": "all",                  # all: every channel is a target (zeros where its landmark is not in
                                     # the patch); inside: the channels of the landmarks inside the patch;
                                     # own: only the landmark the patch was cut for (read at test time)
@@ -87,6 +91,7 @@ def check_config(cfg):
     for key in ("fine_size", "draws", "max_iter", "batch_size", "passes"):
         if r[key] < 1:
             raise ConfigError(f"config key 'model.refine.{key}' must be at least 1, got {r[key]!r}")
+    check_views(cfg, "model.refine.views")
     if r["loss"] not in ("all", "inside", "own"):
         raise ConfigError(f"config key 'model.refine.loss' must be all, inside or own, got {r['loss']!r}")
     if not 0 <= r["jitter"] < 0.5:
@@ -239,54 +244,57 @@ def averaged_heatmap(hms, offsets):
     return total / np.maximum(count, 1), margin
 
 
-def refine_one(hm, centre, size, patch, search, margin=0):
-    """(the refined normalised label, the heatmap's value there) from channel k's heatmap `hm` of the
-    patch centred on `centre` (fine pixels, no rotation; grown by `margin` cells on each side, as
-    averaged_heatmap's): decoded near the patch's centre (Gaussian of sd `search` pixels)."""
-    mid = ((patch - 1) / 2.0 - heatmap.OFFSET) / heatmap.STRIDE + margin
+def decode_in_patch(hm, at, search, margin=0):
+    """(patch pixel (x, y), the heatmap's value there) of a patch's channel `hm` (grown by `margin`
+    cells on each side, as averaged_heatmap's), decoded near the patch pixel `at` (the estimate) with
+    heatmap.decode_near's Gaussian of sd `search` patch pixels: where the net was trained to look."""
+    cell = (np.asarray(at, np.float64) - heatmap.OFFSET) / heatmap.STRIDE + margin
     hm = np.asarray(hm, np.float64)
-    x, y = heatmap.decode_near(hm, (mid, mid), search / heatmap.STRIDE)
-    v = heatmap.STRIDE * (np.array([x, y]) - margin) + heatmap.OFFSET
-    return (v - (patch - 1) / 2.0 + centre + 0.5) / size, heatmap.value_at(hm, x, y)
+    x, y = heatmap.decode_near(hm, cell, search / heatmap.STRIDE)
+    return heatmap.STRIDE * (np.array([x, y]) - margin) + heatmap.OFFSET, heatmap.value_at(hm, x, y)
 
 
-def refine_pass(forward, images, estimates, r, mean_bgr):
-    """One pass over fine samples: each landmark's patches centred on its estimate (and the TTA
-    offsets), channel k of their averaged heatmaps decoded near the centre. `forward` runs the refine
-    net on input arrays. Returns ((N, K, 2) refined labels, (N, K) heatmap values there, NaN where
-    channel k is flat over the patch: a channel that never learned its landmark keeps the estimate)."""
+def _view_matrices(centre, patch, views):
+    """2x3 matrices, fine-sample pixels -> patch pixels, of the patch centred on `centre` seen in
+    each view (views.py, about the patch's centre)."""
+    base = patch_matrix(centre, patch)
+    return [base if is_identity(v) else compose(view_matrix(v, patch), base) for v in views]
+
+
+def _shifted(m, offset):
+    """The patch of matrix m moved by `offset` fine pixels (its content moves the other way)."""
+    return np.asarray(m, np.float64) - np.hstack([np.zeros((2, 2)), np.reshape(offset, (2, 1))])
+
+
+def refine_pass(forward, images, estimates, r, mean_bgr, views=({},)):
+    """One pass over fine samples: each landmark's patch centred on its estimate, seen in each view
+    (and moved by the tta_shift offsets, whose heatmaps are averaged), channel k decoded near the
+    estimate and mapped back through the view's matrix. `forward` runs the refine net on input
+    arrays. Returns ((V, N, K, 2) refined labels per view, (N, K) heatmap values there averaged over
+    the views, NaN where channel k is flat in every view: a channel that never learned its landmark
+    keeps the estimate)."""
     size, patch, offsets = r["fine_size"], r["patch"], shifts(r)
-    out, values = np.empty_like(estimates), np.empty(estimates.shape[:2])
+    out = np.empty((len(views),) + estimates.shape)
+    values = np.full((len(views),) + estimates.shape[:2], np.nan)
     for i, (image, labels) in enumerate(tqdm(list(zip(images, estimates)), desc="refine", unit="sample",
                                              leave=False, disable=len(images) < 2)):
         centres = labels * size - 0.5
-        grey = [cut(image, patch_matrix(c + np.array(o), patch), patch) for c in centres for o in offsets]
+        mats = [_view_matrices(c, patch, views) for c in centres]
+        grey = [cut(image, _shifted(m, o), patch) for row in mats for m in row for o in offsets]
         hms = forward(to_input(np.stack(grey), mean_bgr))
-        hms = hms.reshape(len(centres), len(offsets), *hms.shape[1:])
+        hms = hms.reshape(len(centres), len(views), len(offsets), *hms.shape[1:])
         for k, c in enumerate(centres):
-            canvas, margin = averaged_heatmap(hms[k, :, k], offsets)
-            out[i, k], values[i, k] = refine_one(canvas, c, size, patch, r["jitter"] * size, margin)
-            if canvas.max() - canvas.min() < FLAT:
-                values[i, k] = np.nan
-    return out, values
+            for j, m in enumerate(mats[k]):
+                canvas, margin = averaged_heatmap(hms[k, j, :, k], offsets)
+                search = r["jitter"] * size * float(np.hypot(*m[0, :2]))       # the view's scale
+                q, value = decode_in_patch(canvas, apply(m, c), search, margin)
+                out[j, i, k] = (apply(invert(m), q) + 0.5) / size
+                values[j, i, k] = value if canvas.max() - canvas.min() >= FLAT else np.nan
+    seen = np.isfinite(values).sum(0)
+    return out, np.where(seen > 0, np.nansum(values, 0) / np.maximum(seen, 1), np.nan)
 
 
 def fine_crops(cfg, crops):
     """Sample crops (cut and mirrored as prepare.py cuts them) resized to refine.fine_size."""
     size, mode = cfg["model"]["refine"]["fine_size"], cfg["prepare"]["resize"]
     return np.stack([resize_sample(c, size, mode)[0] for c in crops]).astype(np.float32)
-
-
-def refine_passes(cfg, run, prep, split, coarse, batch=16):
-    """[(N, K, 2) normalised labels after each pass] of a split's samples, from the coarse ones, with
-    the refine net of the run folder `run` (on the current device): each pass re-centres the patches
-    on the previous pass's estimates (model.refine.passes)."""
-    r = cfg["model"]["refine"]
-    images, _ = fine_samples(cfg, prep, split)
-    net = load_net(Path(run) / "refine" / "deploy.prototxt", Path(run) / "refine" / "final.caffemodel")
-    estimates = [np.asarray(coarse, np.float64)]
-    for _ in range(r["passes"]):
-        estimates.append(refine_pass(lambda x: run_net(net, x, batch), images, estimates[-1], r,
-                                     prep.meta["mean_bgr"])[0])
-    return estimates[1:]
-
