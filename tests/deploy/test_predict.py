@@ -165,3 +165,23 @@ def test_the_regression_head_exports_and_predicts_without_confidence(phantom, tm
     assert max(np.abs(np.subtract(_xy(onnx_rows[k]), _xy(got[k]))).max() for k in got) <= 0.05
     assert all(r["confidence"] == "" and r["flag"] == "0" for r in got.values())
     assert all(float(r["x_mm"]) == pytest.approx(float(r["x_px"]) * 0.25, abs=1e-3) for r in got.values())
+
+
+def test_a_mangled_model_json_is_refused_by_name_and_overwrite_spares_other_tools(heatmap_run, tmp_path):
+    _, run, bundle, _ = heatmap_run
+    for name, mangle in (("list", lambda info: []), ("no_sums", lambda info: {**info, "checksums": {}}),
+                         ("one_sum_less", lambda info: {**info, "checksums": {k: v for k, v in info["checksums"].items()
+                                                                            if k != "nets/refine.caffemodel"}})):
+        copy = tmp_path / name
+        shutil.copytree(bundle.path, copy)
+        info = json.loads((copy / "model.json").read_text())
+        (copy / "model.json").write_text(json.dumps(mangle(info)))
+        with pytest.raises(BundleError, match="model.json"):
+            load_bundle(copy)
+    other = tmp_path / "other_tool"
+    other.mkdir()
+    (other / "model.json").write_text('{"framework": "someone else"}')
+    (other / "weights.bin").write_text("theirs")
+    with pytest.raises(BundleError, match="exists"):
+        export_bundle(run, other, overwrite=True)
+    assert (other / "weights.bin").read_text() == "theirs"

@@ -41,8 +41,9 @@ def _member_entry(i, member, info, tmp, onnx):
             import onnx as onnx_lib
             from .onnx_export import to_onnx
             nets[name]["onnx"] = f"nets/{prefix}{name}.onnx"
-            onnx_lib.save(to_onnx(files["prototxt"], files["caffemodel"]), str(tmp / nets[name]["onnx"]))
-            size = member.input_size if name == "first" else member.cfg["model"][name]["patch"]
+            graph = to_onnx(files["prototxt"], files["caffemodel"])
+            onnx_lib.save(graph, str(tmp / nets[name]["onnx"]))
+            size = graph.graph.input[0].type.tensor_type.shape.dim[2].dim_value
             info.setdefault("onnx_max_abs_diff_vs_caffe", {})[prefix + name] = onnx_difference(
                 files["prototxt"], files["caffemodel"], tmp / nets[name]["onnx"], size)
     labels = f"train_labels{'' if i == 0 else f'_m{i}'}.npy"
