@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, with_overrides
 from .data.dataset import DataError
 from .deploy.commands import add_verbs as add_deploy_verbs
 from .runtime.backend import CaffeUnavailable
@@ -139,10 +139,12 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     from .evaluation.evaluate import evaluate_checkpoint, resolve_checkpoint
+    from .inference.bundles import is_bundle, load_bundle
     from .train.runfiles import run_dir
     cfg = load_config(args.config, args.set) if args.config else None
-    if cfg is None and args.set and args.checkpoint:     # the first run's own config, overridden
-        cfg = load_config(resolve_checkpoint(args.checkpoint[0])[0] / "config.yaml", args.set)
+    if cfg is None and args.set and args.checkpoint:     # the first run's (or the bundle's) own config, overridden
+        cfg = with_overrides(load_bundle(args.checkpoint[0]).cfg, args.set) if is_bundle(args.checkpoint[0]) \
+            else load_config(resolve_checkpoint(args.checkpoint[0])[0] / "config.yaml", args.set)
     if not args.checkpoint and cfg is None:
         raise ConfigError("give a CHECKPOINT (run folder or .caffemodel), or --config to score its run")
     checkpoint = args.checkpoint if args.checkpoint else [run_dir(cfg)]
@@ -188,7 +190,7 @@ def _add_evaluate(sub):
                        "--set changes test-time keys only (test_time.views, model.refine.views, ...): re-scores, "
                        "retrains nothing.")
     p.add_argument("checkpoint", nargs="*", default=None,
-                   help="a .caffemodel, or finetune run folders (each uses final.caffemodel); "
+                   help="a .caffemodel, finetune run folders (each uses final.caffemodel) or one bundle; "
                         "default: the run folder of --config")
     _add_config(p, required=False)
     p.add_argument("--split", default=None, metavar="TEST_SET",

@@ -75,13 +75,17 @@ def parse_set(items):
 def load_config(path, overrides=None):
     """Resolve `_base_` chains, apply `--set` overrides, fill defaults, validate; returns a dict."""
     full = schema()
-    cfg = read_with_bases(path, lambda data: check_types(data, full, ""))
+    return with_overrides(merge(full, read_with_bases(path, lambda data: check_types(data, full, ""))), overrides)
+
+
+def with_overrides(cfg, overrides=None):
+    """A config (defaults filled) with `--set` items (or a nested dict) applied, validated."""
     extra = parse_set(overrides) if isinstance(overrides, list) else (overrides or {})
     try:
-        check_types(extra, full, "")
+        check_types(extra, schema(), "")
     except ConfigError as e:
         raise ConfigError(f"--set: {e}") from None
-    cfg = merge(merge(full, cfg), extra)
+    cfg = merge(cfg, extra)
     validate_values(cfg)
     return cfg
 

@@ -80,6 +80,10 @@ def test_evaluate_and_predict_agree_on_an_ensemble_with_views(runs):
     assert max(np.abs(np.subtract((float(got[k]["x_px"]), float(got[k]["y_px"])), want[k])).max()
                for k in want) <= 0.001 + 1e-9
     assert all(float(r["spread_px"]) > 0 for r in got.values())        # two nets never agree exactly
+    evaluate_checkpoint(None, tmp / "bundle_ab", out=tmp / "bundle_eval")      # the bundle scores as its runs did
+    assert evaluated_points(cfg, tmp / "bundle_eval") == want
+    rc, text = run_cli("evaluate", str(tmp / "bundle_ab"))
+    assert rc != 0 and "give --out" in text and not (tmp / "bundle_ab" / "predictions.csv").exists()
     with open(tmp / "p_ab" / "predictions.csv") as fh:
         header = next(csv.reader(fh))
     assert header[:8] == ["image", "landmark", "x_px", "y_px", "x_mm", "y_mm", "confidence", "flag"]

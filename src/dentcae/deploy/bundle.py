@@ -19,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..inference.bundles import BundleError, is_bundle, load_bundle
 from ..inference.forward import onnx_difference
-from ..inference.model import Member, Model, ModelError
-from ..inference.runs import FORMAT, FORMAT_VERSION, run_model
+from ..inference.model import ModelError
+from ..inference.runs import run_model
 from ..runtime.atomic import file_sha256, staged_folder
 
-
-class BundleError(ModelError):
-    pass
+__all__ = ["BundleError", "export_bundle", "load_bundle", "open_model"]
 
 
 def _member_entry(i, member, info, tmp, onnx):
@@ -57,7 +56,7 @@ def export_bundle(runs, out, onnx=False, overwrite=False):
     """Write the bundle of one or several finetune run folders to `out` (whole or not at all);
     returns its Model."""
     runs, out = [Path(r) for r in ([runs] if isinstance(runs, (str, Path)) else runs)], Path(out)
-    if out.exists() and not (overwrite and _is_bundle(out)):
+    if out.exists() and not (overwrite and is_bundle(out)):
         raise BundleError(f"{out} exists; choose a new folder (or --overwrite an earlier bundle of dentcae's)")
     for run in runs:
         if out.resolve() == run.resolve() or run.resolve() in out.resolve().parents:
@@ -76,61 +75,6 @@ def export_bundle(runs, out, onnx=False, overwrite=False):
                              sorted(files + [e["train_labels"] for e in info["members"]])}
         (tmp / "model.json").write_text(json.dumps(info, indent=1))
     return load_bundle(out)
-
-
-def _is_bundle(path):
-    """A folder dentcae wrote with export: model.json says its format (only those are replaced)."""
-    try:
-        info = json.loads((Path(path) / "model.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and info.get("format") == FORMAT
-
-
-def _checked(path, info):
-    """The bundle's model.json fields, every listed file present and unchanged."""
-    if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("format_version") not in (1, FORMAT_VERSION):
-        raise BundleError(f"{path / 'model.json'}: not a {FORMAT} of version 1 or {FORMAT_VERSION}")
-    sums = info.get("checksums")
-    if not isinstance(sums, dict) or not sums:
-        raise BundleError(f"{path / 'model.json'}: has no checksums; export the bundle again")
-    for rel, digest in sums.items():
-        f = path / rel
-        if not f.is_file():
-            raise BundleError(f"{f}: missing from the bundle")
-        if file_sha256(f) != digest:
-            raise BundleError(f"{f}: its checksum differs from model.json's; the bundle was changed after export "
-                              "(export it again)")
-    return info
-
-
-def _members(path, info):
-    entries = info.get("members") or [{"name": info["name"], "config": info["config"], "nets": info["nets"],
-                                       "train_labels": "train_labels.npy", "input_size": info["input_size"],
-                                       "resize": info["resize"], "mean_bgr": info["mean_bgr"]}]
-    listed = set(info["checksums"])
-    for e in entries:
-        files = [e["train_labels"]] + [r for n in e["nets"].values() for k, r in n.items() if k != "onnx"]
-        unlisted = [r for r in files if r not in listed]
-        if unlisted:
-            raise BundleError(f"{path / 'model.json'}: {', '.join(unlisted)} has no checksum; export the bundle again")
-    return [Member(e["name"], e["config"], {n: {k: path / r for k, r in f.items()} for n, f in e["nets"].items()},
-                   np.load(path / e["train_labels"]), e["input_size"], e["resize"], e["mean_bgr"], e.get("source_run"))
-            for e in entries]
-
-
-def load_bundle(path):
-    """The Model of a bundle folder, every file's checksum checked."""
-    path = Path(path)
-    try:
-        info = json.loads((path / "model.json").read_text())
-    except ValueError as e:
-        raise BundleError(f"{path / 'model.json'}: not readable JSON ({e})") from None
-    info = _checked(path, info)
-    try:
-        return Model(path, info, _members(path, info))
-    except (KeyError, TypeError) as e:
-        raise BundleError(f"{path / 'model.json'}: lacks or mangles {e}; export the bundle again") from None
 
 
 def open_model(paths):

@@ -15,42 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import load_config
-from ..schema import test_time_keys, training_settings, value_at
+from ..schema import test_time_keys, value_at
 from ..data.dataset import read_image
 from ..data.geometry import sample_box, to_pixels
 from ..data.inputs import split_labels
 from ..data.prepare import configured_dataset
+from ..inference.bundles import is_bundle
 from ..inference.calibration import flags, uncertainty_report
 from ..inference.detector import Detector
-from ..inference.model import ModelError
-from ..inference.runs import run_model
-from ..nets.infer import CheckpointError
 from ..runtime.atomic import write_atomic, write_csv_atomic
 from . import cephalometry
+from .checkpoints import EvaluationError, open_runs, resolve_checkpoint  # noqa: F401 (the verbs' names)
 from .annotators import annotation_pixels, brief, protocol_lines, protocols, test_set_of
 from .describe import data_description, describe
 from .figures import plot_detections, plot_error_cdf
 from .metrics import (PRED_FIELDS, SDR_MM, UNCERTAINTY_FIELDS, markdown_table, prediction_rows, radial_errors_mm,
                       read_predictions, summarize)
-
-
-class EvaluationError(CheckpointError):
-    pass
-
-
-def resolve_checkpoint(checkpoint):
-    """A run folder (-> its final.caffemodel and deploy.prototxt) or a .caffemodel inside one."""
-    p = Path(checkpoint)
-    run = p if p.is_dir() else p.parent
-    weights = p / "final.caffemodel" if p.is_dir() else p
-    if weights.parent.name == "snapshots":
-        run = weights.parent.parent
-    for f in (weights, run / "deploy.prototxt"):
-        if not f.exists():
-            raise FileNotFoundError(f"{f} not found (evaluate takes a finetune run folder or a "
-                                    ".caffemodel inside one)")
-    return run, weights
 
 
 def mean_shape_pixels(labels_train, samples):
@@ -162,63 +142,6 @@ def _measurements(pred_px, gt_px, samples, names, ds):
     return {"measurements": out}
 
 
-def _differences(a, b, where=""):
-    """Dotted keys whose values differ between two nested dicts."""
-    keys = sorted(set(a) | set(b))
-    out = []
-    for k in keys:
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            out += _differences(a[k], b[k], f"{where}{k}.")
-        elif a.get(k) != b.get(k):
-            out.append(f"{where}{k}")
-    return out
-
-
-def check_same_training(cfg, run):
-    """A config given to evaluate a run may differ from the run's own only in test-time keys
-    (schema.test_time_keys) and in what does not decide the data, the split or the nets: anything
-    else would score another split or preprocessing than the one trained on, or abort Caffe."""
-    saved_path = Path(run) / "config.yaml"
-    if cfg is None or not saved_path.exists():
-        return
-    saved = load_config(saved_path)
-    changed = [k for k in _differences(training_settings(saved), training_settings(cfg))
-               if k.split(".")[0] in ("dataset", "prepare", "model", "stage")]
-    if changed:
-        raise EvaluationError(f"{run} was trained with other settings of {', '.join(changed)} (its config.yaml); "
-                              f"evaluate may change only test-time keys ({', '.join(test_time_keys(saved))})")
-
-
-def _with_test_time(cfg, run):
-    """The run's own config with the test-time keys of `cfg` (None: the run's own)."""
-    own = load_config(Path(run) / "config.yaml")
-    if cfg is None:
-        return own
-    check_same_training(cfg, run)
-    for key in test_time_keys(own):
-        *path, last = key.split(".")
-        node = own
-        for part in path:
-            node = node[part]
-        node[last] = value_at(cfg, key)
-    return own
-
-
-def open_runs(cfg, checkpoints, gpu=None):
-    """(Model, Prepared data of the first) of one or several checkpoints (run folders, or a
-    .caffemodel inside one for a single run), with the test-time keys of `cfg`."""
-    resolved = [resolve_checkpoint(c) for c in checkpoints]
-    if len(resolved) > 1 and any(w.parent.name == "snapshots" for _, w in resolved):
-        raise EvaluationError("several checkpoints make an ensemble of run folders; give run folders, not snapshots")
-    runs = [run for run, _ in resolved]
-    cfgs = [_with_test_time(cfg, run) for run in runs]
-    snapshot = resolved[0][1] if resolved[0][1] != runs[0] / "final.caffemodel" else None
-    try:
-        return run_model(runs, cfgs, weights=snapshot, gpu=gpu)
-    except (CheckpointError, ModelError) as e:
-        raise EvaluationError(str(e)) from None
-
-
 def _uncertainty(model, conf, spread_px, err_mm, samples):
     """flags (N, K), and how confidence, spread and flags tell the errors (calibration.py)."""
     heights = np.array([[float(s["crop_h"])] for s in samples])
@@ -228,12 +151,14 @@ def _uncertainty(model, conf, spread_px, err_mm, samples):
                                 "calibration": model.calibration, "members": len(model.members)}
 
 
-def _out_folder(out, runs, test_set):
+def _out_folder(out, checkpoints, test_set):
     if out:
         return Path(out)
-    if len(runs) > 1:
-        raise EvaluationError("several runs: give --out (the ensemble's scores belong to none of the run folders)")
-    return runs[0] if test_set is None else runs[0] / f"eval_{test_set}"
+    if len(checkpoints) > 1 or is_bundle(checkpoints[0]):
+        raise EvaluationError("several runs or a bundle: give --out (the scores belong to none of the run folders, "
+                              "and nothing is written inside a bundle)")
+    run = resolve_checkpoint(checkpoints[0])[0]
+    return run if test_set is None else run / f"eval_{test_set}"
 
 
 def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test", test_set=None):
@@ -241,7 +166,7 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test", t
     test set of it, e.g. test2); writes and returns the summary (into the run folder, or
     <run>/eval_<test set>, unless `out`; several runs need `out`)."""
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
-    out = _out_folder(out, [resolve_checkpoint(c)[0] for c in checkpoints], test_set)
+    out = _out_folder(out, checkpoints, test_set)
     model, prep = open_runs(cfg, checkpoints, gpu)
     cfg = model.cfg
     samples = [r for r in prep.samples() if int(r[split])]
