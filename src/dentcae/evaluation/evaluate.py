@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ..schema import test_time_keys, value_at
 from ..data.dataset import read_image
@@ -78,7 +79,8 @@ def detect(detector, ds, samples):
     """The Detector on every sample's image, as `dentcae predict` runs it: ((N, K, 2) image pixels,
     (N, K) confidence, (N, K) spread in pixels, {name: (N, K, 2)} what it reports beside)."""
     recs, found = {r.name: r for r in ds.images}, {}
-    for name in dict.fromkeys(s["image"] for s in samples):
+    names = list(dict.fromkeys(s["image"] for s in samples))
+    for name in tqdm(names, desc="detecting test images", unit="image", disable=len(names) < 2):
         found[name] = detector(read_image(recs[name].path))
     pick = lambda s, a: np.asarray(a)[ds.side_indices(s["side"])]         # noqa: E731
     points = np.array([pick(s, found[s["image"]].points) for s in samples])
