@@ -276,6 +276,11 @@ def test_time_keys(cfg):
     return TEST_TIME + tuple(HEADS.get(cfg["model"]["head"]).TEST_TIME_KEYS)
 
 
+def test_time_settings(cfg):
+    """{dotted key: value} of a config's test-time keys: how its nets are run."""
+    return {key: value_at(cfg, key) for key in test_time_keys(cfg)}
+
+
 def training_settings(cfg):
     """The config without its test-time keys: what decides whether a net is retrained."""
     return without(cfg, test_time_keys(cfg))

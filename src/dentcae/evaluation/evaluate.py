@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..schema import test_time_keys, value_at
+from ..schema import test_time_settings
 from ..data.dataset import read_image
 from ..data.geometry import sample_box, to_pixels
 from ..data.inputs import split_labels
@@ -77,7 +77,8 @@ def _brief(stats):
 
 def detect(detector, ds, samples):
     """The Detector on every sample's image, as `dentcae predict` runs it: ((N, K, 2) image pixels,
-    (N, K) confidence, (N, K) spread in pixels, {name: (N, K, 2)} what it reports beside)."""
+    (N, K) confidence, (N, K) spread in pixels, {name: (N, K, 2)} what it reports beside, and with
+    a refinement "passes": [(N, K, 2) after each pass])."""
     recs, found = {r.name: r for r in ds.images}, {}
     names = list(dict.fromkeys(s["image"] for s in samples))
     for name in tqdm(names, desc="detecting test images", unit="image", disable=len(names) < 2):
@@ -88,16 +89,18 @@ def detect(detector, ds, samples):
     spread = np.array([pick(s, found[s["image"]].spread) for s in samples])
     names = found[samples[0]["image"]].beside if samples else {}
     beside = {n: np.array([pick(s, found[s["image"]].beside[n]) for s in samples]) for n in names}
+    passes = len(found[samples[0]["image"]].passes) if samples else 0
+    if passes:
+        beside["passes"] = [np.array([pick(s, found[s["image"]].passes[i]) for s in samples]) for i in range(passes)]
     return points, conf, spread, beside
 
 
 def _scores_beside(beside, stats, samples, gt_px, names):
     """The summary's extra scores: each alternative decoding, and with a refinement the first net's
     scores (coarse_decoding) and each pass's (refine_passes; the last pass is `stats` itself)."""
-    out = {n: score(px, gt_px, samples, names)[0] for n, px in beside.items() if not n.startswith("refine_pass_")}
-    if "coarse_decoding" in beside:
-        passes = sorted((n for n in beside if n.startswith("refine_pass_")), key=lambda n: int(n.rsplit("_", 1)[1]))
-        out["refine_passes"] = [_brief(score(beside[n], gt_px, samples, names)[0]) for n in passes] + [_brief(stats)]
+    out = {n: score(px, gt_px, samples, names)[0] for n, px in beside.items() if n != "passes"}
+    if "passes" in beside:
+        out["refine_passes"] = [_brief(score(p, gt_px, samples, names)[0]) for p in beside["passes"][:-1]] + [_brief(stats)]
     return out
 
 
@@ -192,7 +195,7 @@ def evaluate_checkpoint(cfg, checkpoint, out=None, gpu=None, split="reg_test", t
     summary = {"checkpoint": str(checkpoint if len(checkpoints) == 1 else [str(c) for c in checkpoints]),
                "members": [m.source for m in model.members], "split": split, "dataset": prep.meta["dataset"],
                "synthetic": ds.synthetic, "data": data_description(prep, split, samples, test_set), **stats,
-               "training": training, "test_time": {k: value_at(cfg, k) for k in test_time_keys(cfg)}, "out": str(out)}
+               "training": training, "test_time": test_time_settings(cfg), "out": str(out)}
     title = cfg["name"] if len(model.members) == 1 else model.name
     summary["table_md"] = markdown_table(stats, title + (" (SYNTHETIC phantom)" if ds.synthetic else "")) \
         + "\n" + describe(summary["data"]) + "\n" + protocol_lines({title: stats.get("protocols")}) \

@@ -16,6 +16,12 @@ from. A signal the model does not give (the regression head's confidence; the sp
 without views) flags nothing.
 """
 import numpy as np
+from scipy.stats import spearmanr
+from tqdm import tqdm
+
+from ..data.dataset import read_image
+from ..data.prepare import configured_dataset
+from .detector import Detector
 
 THRESHOLD_QUANTILE, SPREAD_QUANTILE = 0.05, 0.95
 DEFINITION = ("flagged when the confidence (the final heatmap's height at the point, in [0, 1]) is below its 5 % "
@@ -25,7 +31,6 @@ DEFINITION = ("flagged when the confidence (the final heatmap's height at the po
 
 def training_images(cfg, prep):
     """Paths of the labelled training images a config trained on (its prepared reg_train split)."""
-    from ..data.prepare import configured_dataset
     recs = {r.name: r for r in configured_dataset(cfg).images}
     names = dict.fromkeys(r["image"] for r in prep.samples() if int(r["reg_train"]))
     return [recs[n].path for n in names]
@@ -40,9 +45,6 @@ def _quantile(values, q):
 def calibrate(model, prep, progress=True, gpu=None):
     """{definition, threshold, quantile, spread_threshold, spread_quantile, training_landmarks,
     training_images}: the flag thresholds of a Model from its labelled training images."""
-    from tqdm import tqdm
-    from ..data.dataset import read_image
-    from .detector import Detector
     detector, conf, spread = Detector(model, gpu=gpu), [], []
     paths = training_images(model.cfg, prep)
     for path in tqdm(paths, desc="calibrating flags on training images", unit="image", disable=not progress):
@@ -71,7 +73,6 @@ def flags(confidence, relative_spread, calibration):
 
 
 def _spearman(a, e):
-    from scipy.stats import spearmanr
     ok = np.isfinite(a) & np.isfinite(e)
     if ok.sum() < 3 or np.ptp(a[ok]) == 0:
         return None, None

@@ -5,6 +5,7 @@ calibration and pseudo-labelling all call a Detector.
     found = detector(grey)                                # one image, float32 (H, W)
     found.points, found.confidence, found.spread          # (L, 2) image pixels, (L,), (L,) pixels
     found.beside["coarse_decoding"]                       # what the first net alone said, (L, 2)
+    found.passes                                          # [(L, 2)] after each refine pass
 
 Each member of the model (one run, or an ensemble's several) cuts the image into samples as
 prepare.py cuts training images (both halves of a bilateral image, the right one mirrored), resizes
@@ -36,7 +37,8 @@ class Found:
     points: np.ndarray                      # (L, 2) image pixels
     confidence: np.ndarray                  # (L,) in [0, 1], NaN where the head gives none
     spread: np.ndarray                      # (L,) image pixels, NaN with a single estimate
-    beside: dict = field(default_factory=dict)   # {name: (L, 2)}: the first net's, each refine pass's, ...
+    beside: dict = field(default_factory=dict)   # {name: (L, 2)}: the first net's (coarse_decoding), ...
+    passes: list = field(default_factory=list)   # [(L, 2)] after each refine pass, the last = points
 
 
 def _forwards(member, backend, gpu, where):
@@ -98,21 +100,20 @@ class Detector:
         return np.stack(labels), conf, {name: _mean(v) for name, v in alt.items()}
 
     def _member(self, member, head, forwards, samples):
-        """(final (N, K, 2), (E, N, K, 2) every final estimate, (N, K) confidence, {name: (N, K, 2)})."""
+        """((E, N, K, 2) every final estimate, (N, K) confidence, {name: (N, K, 2)}, [(N, K, 2) per
+        pass after the first net, the last = the final labels], the samples' boxes)."""
         crops = [c for _, c, _ in samples]
         resized = [resize_sample(c, member.input_size, member.resize) for c in crops]
         boxes = [box for _, box in resized]
         views, conf, beside = self._first_net(member, head, forwards["first"], np.stack([r for r, _ in resized]))
         coarse = views.mean(0)
         after = head.after_first_net(member.cfg, forwards, crops, coarse, conf, member.mean_bgr)
-        passes = after["passes"]
-        if passes:
+        if after["passes"]:
             beside["coarse_decoding"] = coarse
-            beside.update({f"refine_pass_{i + 1}": p for i, p in enumerate(passes[:-1])})
         estimates = after["views"] if after["views"] is not None else views
         conf = after["confidence"]
         conf = np.full(coarse.shape[:2], np.nan) if conf is None else np.asarray(conf, float)
-        return (passes[-1] if passes else coarse), estimates, conf, beside, boxes
+        return estimates, conf, beside, after["passes"] or [coarse], boxes
 
     def _to_image(self, samples, boxes, labels):
         """(..., N, K, 2) normalised sample labels -> (..., L, 2) image pixels."""
@@ -124,7 +125,7 @@ class Detector:
             out[..., idx, :] = np.stack([to_pixels(f, *box, bw, bh) for f in flat]).reshape(labels.shape[:-3] + (len(idx), 2))
         return out
 
-    def _per_sample(self, samples, boxes, values):
+    def _per_sample(self, samples, values):
         out = np.full(len(self.model.landmarks), np.nan)
         for (side, _, _), v in zip(samples, values):
             out[self.model.side_indices(side)] = v
@@ -133,15 +134,17 @@ class Detector:
     def __call__(self, grey):
         """The Found landmarks of one image."""
         samples = self.samples(np.asarray(grey, np.float32))
-        points, estimates, conf, beside = [], [], [], {}
+        passes, estimates, conf, beside = [], [], [], {}
         for member, head, forwards in self.runners:
-            final, est, c, extra, boxes = self._member(member, head, forwards, samples)
-            points.append(self._to_image(samples, boxes, final[None])[0])
+            est, c, extra, member_passes, boxes = self._member(member, head, forwards, samples)
+            passes.append(self._to_image(samples, boxes, np.stack(member_passes)))
             estimates.append(self._to_image(samples, boxes, est))
-            conf.append(self._per_sample(samples, boxes, c))
+            conf.append(self._per_sample(samples, c))
             for name, lab in extra.items():
                 beside.setdefault(name, []).append(self._to_image(samples, boxes, lab[None])[0])
-        mean = _mean(points)
+        mean = _mean([p[-1] for p in passes])
         every = np.concatenate(estimates)
         spread = np.sqrt(((every - mean) ** 2).sum(-1).mean(0)) if len(every) > 1 else np.full(len(mean), np.nan)
-        return Found(mean, nan_mean(conf), spread, {n: _mean(v) for n, v in beside.items() if len(v) == len(points)})
+        same = len({len(p) for p in passes}) == 1               # members with as many passes: averaged per pass
+        return Found(mean, nan_mean(conf), spread, {n: _mean(v) for n, v in beside.items() if len(v) == len(passes)},
+                     list(_mean(passes)) if same and "coarse_decoding" in beside else [])

@@ -21,7 +21,8 @@ from ..data.prepare import configured_dataset, prepare
 from ..nets.infer import check_weights
 from ..registry import HEADS
 from ..runtime.atomic import file_sha256, write_atomic
-from ..schema import test_time_keys, value_at
+from ..schema import test_time_settings
+from .calibration import calibrate as calibrate_on
 from .model import Member, Model, ModelError, check_members
 
 FORMAT, FORMAT_VERSION = "dentcae-model-bundle", 2
@@ -86,7 +87,7 @@ def _info(run, cfg, prep, ds):
                               "labelled_train_images": m.get("labelled_train_images"),
                               "label_budget": m.get("label_budget")},
             "decoding": {"head": cfg["model"]["head"], "sub_runs": sorted(head.subruns(cfg)),
-                         **{key: value_at(cfg, key) for key in test_time_keys(cfg)}},
+                         **test_time_settings(cfg)},
             "test_metrics": _test_metrics(run), "config": cfg, "source_run": str(Path(run).resolve())}
 
 
@@ -111,16 +112,15 @@ def read_run(run, cfg=None, prep=None, weights=None):
 def _calibrated(run, model, prep, progress, gpu):
     """The run folder's calibration: computed on its training images once, kept in
     <run>/confidence.json (recomputed when the weights or the test-time settings change)."""
-    from .calibration import calibrate
     path = Path(run) / "confidence.json"
     cfg = model.cfg
     stamp = {"weights": weights_stamp(model.members[0].nets),
-             "test_time": {key: value_at(cfg, key) for key in test_time_keys(cfg)}}
+             "test_time": test_time_settings(cfg)}
     if path.exists():
         saved = json.loads(path.read_text())
         if {k: saved.get(k) for k in stamp} == stamp and "spread_threshold" in saved.get("confidence", {}):
             return saved["confidence"]
-    conf = calibrate(model, prep, progress, gpu)
+    conf = calibrate_on(model, prep, progress, gpu)
     write_atomic(path, json.dumps({**stamp, "confidence": conf}, indent=1))
     return conf
 
@@ -140,7 +140,6 @@ def run_model(runs, cfgs=None, weights=None, calibrate=True, progress=True, gpu=
                            for i in infos]
     model, prep = Model(runs[0], info, [m for _, m, _ in read]), read[0][2]
     if calibrate:
-        from .calibration import calibrate as calibrate_on
         model.info["confidence"] = _calibrated(runs[0], model, prep, progress, gpu) \
             if len(runs) == 1 and weights is None else calibrate_on(model, prep, progress, gpu)
     return model, prep
