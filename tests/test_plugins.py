@@ -35,7 +35,7 @@ def test_configs_name_plugins_through_the_registries(phantom, tmp_path):
     assert stage_plugin(tiny(tmp_path, phantom, stage="pretrain", model={"pretext": "augment"})) is PRETEXTS.get("augment")
     for bad, message in (({"head": "nope"}, r"model.head' must be one of \('heatmap', 'regression'"),
                          ({"init": "pretext"}, "'pretext' is now named after the pre-training: use 'augment'"),
-                         ({"init": "nope"}, r"model.init' must be one of \('scratch', 'imagenet', 'augment', 'cae'")):
+                         ({"init": "nope"}, r"model.init' must be one of \('scratch', 'imagenet', 'run', 'augment', 'cae'")):
         with pytest.raises(ConfigError, match=message):
             tiny(tmp_path, phantom, model=bad)
     with pytest.raises(ConfigError, match="'stage' must be one of"):

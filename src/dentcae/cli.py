@@ -11,7 +11,7 @@
     dentcae table configs/paper/table2.yaml the paper's tables from configs, ours beside theirs
     dentcae export RUN --out BUNDLE [--onnx] a trained detector as one self-contained folder
     dentcae predict MODEL INPUT... --out DIR landmarks, confidence, measurements on new X-rays
-    dentcae pseudo-label RUN --out DIR      a dataset with the detector's confident labels on unlabelled images
+    dentcae pseudo-label RUN [RUN ...] --out DIR   a dataset with the teachers' trusted labels on unlabelled images
 """
 import argparse
 import json
@@ -22,6 +22,7 @@ from .config import ConfigError, load_config, with_overrides
 from .data.dataset import DataError
 from .deploy.commands import add_verbs as add_deploy_verbs
 from .runtime.backend import CaffeUnavailable
+from .unlabelled.commands import add_verbs as add_unlabelled_verbs
 
 
 def _add_config(p, required=True):
@@ -250,6 +251,7 @@ def build_parser():
                         "pseudo-labels from; their run folders are the full table's")
     p.set_defaults(fn=cmd_table)
     add_deploy_verbs(sub)
+    add_unlabelled_verbs(sub)
     return ap
 
 

@@ -7,6 +7,7 @@ import copy
 import math
 
 from .registry import HEADS, PRETEXTS
+from .pseudo_settings import PSEUDO_LABELS, pseudo_label_problem
 from .views import view_problem
 
 
@@ -51,13 +52,17 @@ SCHEMA = {
         "cache_dir": "data/cache",
     },
     "model": {
-        "init": "scratch",                  # scratch | imagenet | a pre-training's name (cae, augment)
+        "init": "scratch",                  # scratch | imagenet | run | a pre-training's name (cae, augment)
         "head": "regression",               # finetune: a head in heads/ (regression: the paper's)
         "pretext": "cae",                   # pretrain: a pre-training in pretexts/ (cae: the paper's)
         "imagenet_weights": "bvlc_alexnet.caffemodel",
         "pretrain_run": None,               # init <pre-training>: the run folder whose final weights
                                             # are copied (its model.pretext must be the init's name)
+        "init_run": None,                   # init run: a finished finetune run of the same head whose nets'
+                                            # every layer is copied (its refine net into the refine net)
         "copy_layers": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6"],
+        "copied_lr_mult": 1.0,              # the copied layers learn at this times their learning rate
+                                            # (gentle fine-tuning of a pre-trained start, e.g. 0.1)
         "freeze": [],                       # layers whose lr_mult/decay_mult are 0
         "dropout": 0.5,                     # drop6/drop7 ratio (AlexNet and the paper: 0.5)
         "fc_width": 4096,                   # fc6/fc7 and the CAE's dec_fc6/dec_fc7 (AlexNet: 4096;
@@ -88,6 +93,7 @@ SCHEMA = {
         "loss_explode_factor": 1000.0,      # stop when loss > factor * first loss
         "save_init": False,                 # also save the weights before the first step
     },
+    "pseudo_labels": PSEUDO_LABELS,         # a table arm trained on pseudo-labels: its teachers' settings
     "test_time": {                          # how a trained detector is run; changing it retrains nothing
         "views": [],                        # the first net also sees each sample through these views
                                             # ({rotate: deg, scale: f, shift: [dx, dy] px}; views.py),
@@ -96,7 +102,7 @@ SCHEMA = {
 }
 OPTIONAL_TYPES = (str, int, float, dict, list)
 STAGES = ("pretrain", "finetune")
-INITS = ("scratch", "imagenet")              # or the name of a pre-training
+INITS = ("scratch", "imagenet", "run")       # or the name of a pre-training
 
 
 def schema():
@@ -170,7 +176,7 @@ RANGES = {
     "prepare.split_seed": (0, None), "prepare.augment.copies": (0, 1000), "prepare.augment.rotate_deg": (0, 180),
     "prepare.augment.scale": (0, 0.9), "prepare.augment.shift": (0, 0.45), "prepare.augment.gamma": (0, 3),
     "prepare.augment.contrast": (0, 0.95), "prepare.augment.noise": (0, 255), "prepare.augment.seed": (0, None),
-    "model.fc_width": (1, 65536), "model.num_landmarks": (1, 10000),
+    "model.fc_width": (1, 65536), "model.copied_lr_mult": (0, 1000), "model.num_landmarks": (1, 10000),
     "solver.max_iter": (1, None), "solver.batch_size": (1, 100000), "solver.test_batch_size": (1, 100000),
     "solver.test_interval": (1, None), "solver.snapshot": (0, None), "solver.display": (0, None),
     "solver.gamma": (0, None), "solver.power": (0, None), "solver.weight_decay": (0, None),
@@ -207,6 +213,9 @@ def check_views(cfg, key):
 
 def validate_values(cfg):
     check_name(cfg["name"])
+    problem = pseudo_label_problem(cfg["pseudo_labels"])
+    if problem:
+        raise ConfigError(f"config key 'pseudo_labels': {problem}")
     check_views(cfg, "test_time.views")
     _check_plugins(cfg)
     for key, (low, high) in RANGES.items():

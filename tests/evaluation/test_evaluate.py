@@ -66,7 +66,7 @@ def test_evaluate_writes_consistent_files(phantom, clean_tmp, quiet):
 
 
 def test_figures_import_no_caffe_and_no_evaluation_code():
-    code = ("import sys, dentcae.evaluation.figures; bad = [m for m in sys.modules if m.split('.')[0] == 'caffe' "
+    code = ("import sys, dentcae.figures; bad = [m for m in sys.modules if m.split('.')[0] == 'caffe' "
             "or m in ('dentcae.evaluation.evaluate', 'dentcae.nets.infer', 'dentcae.runtime.backend', "
             "'dentcae.evaluation.metrics', 'h5py')]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout

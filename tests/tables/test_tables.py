@@ -176,14 +176,28 @@ def test_sweeps_name_null_all_narrow_to_a_set_value_and_keep_pseudo_label_teache
         load_table(tmp_path / "bad.yaml")
 
 
-def test_the_label_curve_is_a_sweep_of_nested_budgets_with_the_five_arms():
-    t = load_table("configs/isbi/label_curve.yaml")
+def test_the_first_net_label_curve_is_a_sweep_of_nested_budgets_with_the_five_arms():
+    t = load_table("configs/isbi/label_curve_first_net.yaml")
     assert t["sweep_key"] == "dataset.label_budget" and t["sweep_values"] == [10, 25, 54, None]
     assert {a["base_key"] for a in t["arms"]} == {"scratch", "cae", "augment", "denoise", "pseudo"}
     assert set(t["pretrainings"]) == {"cae", "augment", "denoise"}
     assert ["scratch_25", "pseudo_25"] in t["comparisons"] and ["scratch_10", "denoise_10"] in t["comparisons"]
     cfg, _ = resolve_run(t["arms"][0]["config"], {**t, "preset": {}}, "scratch_10", 0, [], t["arms"][0]["set"])
     assert cfg["model"]["refine"]["patch"] == 0 and cfg["dataset"]["label_budget"] == 10
+
+
+def test_the_label_curve_runs_the_full_recipe_with_the_unlabelled_arms_and_the_control():
+    t = load_table("configs/isbi/label_curve.yaml")
+    assert t["sweep_values"] == [10, 25, 54]
+    assert [a["base_key"] for a in t["arms"][:4]] == ["scratch", "pseudo_mixed", "unlabelled", "scratch_ensemble"]
+    by = {a["key"]: a for a in t["arms"]}
+    assert by["pseudo_mixed_25"]["teachers"] == "ensemble" and by["unlabelled_25"]["starts_from"] == "pseudo_mixed_25"
+    assert by["scratch_ensemble_25"]["ensemble_of"] == "scratch_25"
+    assert ["scratch_25", "unlabelled_25"] in t["comparisons"]
+    cfg, _ = resolve_run(by["scratch_25"]["config"], {**t, "preset": {}}, "scratch_25", 0, [], by["scratch_25"]["set"])
+    assert cfg["model"]["refine"]["patch"] > 0 and cfg["dataset"]["label_budget"] == 25
+    only = load_table("configs/isbi/label_curve.yaml", ["dataset.label_budget=25"], ["scratch", "unlabelled"])
+    assert [a["key"] for a in only["arms"]] == ["scratch_25", "pseudo_mixed_25", "unlabelled_25"]
 
 
 def test_the_curve_draws_the_annotators_level_of_one_test_set_or_of_all():

@@ -61,27 +61,3 @@ def add_verbs(sub):
     p.add_argument("--gpu", type=int, default=None, metavar="N", help="Caffe on CUDA device N")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
     p.set_defaults(fn=cmd_predict)
-    p = sub.add_parser("pseudo-label", help="label a run's unlabelled training images with its detector: a new dataset",
-                       description="A trained heatmap detector labels the training images that have no labels; "
-                       "the landmarks it is confident about, the real labels and the test images (untouched, never "
-                       "predicted) go to a new dataset folder. Train on it with model.partial_labels: true.")
-    p.add_argument("run", help="a finetune run folder of the heatmap head")
-    p.add_argument("--out", required=True, help="the new dataset folder (must not exist)")
-    p.add_argument("--min-confidence", type=float, default=None, metavar="C",
-                   help="keep landmarks of at least this confidence (default: the run's flag threshold)")
-    p.set_defaults(fn=cmd_pseudo_label)
-
-
-def cmd_pseudo_label(args):
-    from .pseudo import pseudo_label
-    r = pseudo_label(args.run, args.out, args.min_confidence)
-    acc = r["accuracy_on_withheld_labels"]
-    print(f"dataset {args.out}: {r['pseudo_labelled_images']} of {r['images']['candidate']} unlabelled training images "
-          f"pseudo-labelled ({100 * r['kept_fraction']:.1f} % of their landmarks kept, confidence >= {r['threshold']:.3f}); "
-          f"{r['images']['labelled']} labelled and {r['images']['test']} test images kept as they were")
-    if acc["images"]:
-        print(f"on {acc['images']} images whose labels were withheld: kept pseudo-labels {acc['kept_mre_mm']:.2f} mm "
-              f"from them ({100 * (acc['kept_within_2mm'] or 0):.1f} % within 2 mm), rejected ones "
-              f"{acc['rejected_mre_mm'] if acc['rejected_mre_mm'] is None else round(acc['rejected_mre_mm'], 2)} mm")
-    print(f"train on it: dentcae finetune --config configs/ours/heatmap_pseudo.yaml --set dataset.root={args.out}")
-    return 0

@@ -29,7 +29,7 @@ from . import cephalometry
 from .checkpoints import EvaluationError, open_runs, resolve_checkpoint  # noqa: F401 (the verbs' names)
 from .annotators import annotation_pixels, brief, protocol_lines, protocols, test_set_of
 from .describe import data_description, describe
-from .figures import plot_detections, plot_error_cdf
+from ..figures import plot_detections, plot_error_cdf
 from .metrics import (PRED_FIELDS, SDR_MM, UNCERTAINTY_FIELDS, markdown_table, prediction_rows, radial_errors_mm,
                       read_predictions, summarize)
 

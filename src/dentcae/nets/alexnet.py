@@ -145,6 +145,16 @@ def alexnet_sides(size):
     return c1, p1, -(-(p1 - 3) // 2) + 1
 
 
+def scale_learning_rates(net, layers, factor):
+    """Multiply the lr_mult of every parameter of `layers` (None: every layer) of a NetParameter
+    by `factor` (in place): gentle fine-tuning of copied layers. Frozen layers stay at 0."""
+    for layer in net.layer:
+        if layers is None or layer.name in layers:
+            for p in layer.param:
+                p.lr_mult = p.lr_mult * factor
+    return net
+
+
 def write_net(net, path):
     """A NetParameter as a prototxt, written atomically; returns the path."""
     write_atomic(path, str(net))

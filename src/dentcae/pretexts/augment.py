@@ -23,7 +23,7 @@ import numpy as np
 
 from ..schema import ConfigError
 from ..data.inputs import to_input, write_h5
-from ..evaluation.figures import plot_pretext
+from ..figures import plot_pretext
 from ..nets.alexnet import encoder, finish, inputs
 from ..nets.infer import predict
 from ..runtime.atomic import folder_once, write_atomic

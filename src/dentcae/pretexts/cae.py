@@ -16,7 +16,7 @@ from pathlib import Path
 from ..config import load_config
 from ..data.inputs import split_inputs
 from ..data.prepare import prepare
-from ..evaluation.figures import plot_reconstructions
+from ..figures import plot_reconstructions
 from ..nets.alexnet import encoder, fill, finish, inputs, params
 from ..nets.infer import predict
 from ..runtime.backend import get_caffe

@@ -23,7 +23,7 @@ import numpy as np
 from ..config import load_config
 from ..data.inputs import split_inputs, to_input, write_h5
 from ..data.prepare import prepare
-from ..evaluation.figures import plot_reconstructions
+from ..figures import plot_reconstructions
 from ..nets.alexnet import conv, finish, inputs
 from ..nets.fcn import encoder_decoder
 from ..nets.infer import predict

@@ -8,7 +8,7 @@ the mean-shape baseline per budget and the annotators' own disagreement where th
 """
 import numpy as np
 
-from ..evaluation.figures import plot_label_curve
+from ..figures import plot_label_curve
 
 BUDGET = "dataset.label_budget"
 

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 from ..evaluation.evaluate import detection_panels
-from ..evaluation.figures import plot_detections, plot_error_cdf, plot_learning_curves
+from ..figures import plot_detections, plot_error_cdf, plot_learning_curves
 from ..evaluation.metrics import SDR_MM
 from ..registry import PRETEXTS
 from ..train.losslog import LossLog

@@ -4,17 +4,21 @@ one after another, or as Ray tasks):
     got = run_arms(table, arms, engine, overrides, collected, log)
 
 First every pre-training and every arm (an arm starts after the pre-training it copies from), then,
-wave by wave, the pseudo-label arms whose teachers have finished (their data is made here, on the
-driver: tables/pseudo_arms.py). On a parallel engine every job's prepared data is built here first:
-jobs that found a shared cache entry being built would fail on its lock rather than wait.
+wave by wave, the arms that need other arms finished: pseudo-label arms once their teachers are
+(their data is made here, on the driver: tables/pseudo_arms.py), `starts_from` arms (model.init: run,
+from that arm's run of the same repeat), and `ensemble_of` arms (the source arm's repeats scored as
+one ensemble with the arm's test-time keys, on the driver; one row, repeat 0). On a parallel engine
+every job's prepared data is built here first: jobs that found a shared cache entry being built would
+fail on its lock rather than wait.
 """
 import functools
 
 from ..data.prepare import ensure_dataset, prepare
+from ..evaluation.evaluate import evaluate_checkpoint
 from ..train.runfiles import run_dir
 from . import pseudo_arms
 from .jobs import train_and_evaluate, train_pretraining
-from .spec import resolve_run
+from .spec import DEPENDS, resolve_run
 
 
 def _note_replaced(got, note, log):
@@ -36,7 +40,7 @@ def _resolver(table, overrides, got, log):
 def _pretrainings(table, overrides):
     """{name: pre-training config} of the pre-trainings the arms start from, in the table's order."""
     inits = {resolve_run(a["config"], table, a["key"], 0, overrides, a.get("set"))[0]["model"]["init"]
-             for a in table["arms"]}
+             for a in table["arms"] if not any(a.get(d) for d in DEPENDS)}
     return {name: config for name, config in table["pretrainings"].items() if name in inits}
 
 
@@ -53,8 +57,8 @@ def _plan(table, arms, overrides, got, log):
             pre.setdefault(pre_runs[name], cfg)
             got.pretrain_runs[name].append(run_dir(cfg))
         for key, arm in arms.items():
-            if arm.get("pseudo_labels_from"):
-                continue                        # after their teachers (_pseudo_jobs)
+            if any(arm.get(d) for d in DEPENDS):
+                continue                        # after the arms they need (_dependent_jobs)
             cfg = resolve(arm["config"], key, r, arm.get("set"))
             source = pre_runs.get(cfg["model"]["init"])
             if source:
@@ -86,25 +90,58 @@ def _submit(engine, jobs, pre_refs, got, done, log):
         got.add(key, *done[key, r])
 
 
-def _pseudo_jobs(table, arms, done, overrides, got, log):
-    """The pseudo-label arms whose teachers are done: their data made (or reused), their jobs; an
-    arm whose teacher left nothing unlabelled is its teacher (done at once, noted)."""
+def _ready(table, arms, key, done, got):
+    """The arm is not scored yet and every arm it needs has finished every repeat."""
+    needs = [arms[key].get(d) for d in DEPENDS if arms[key].get(d)]
+    return not got.errors[key] and needs and all((n, r) in done for n in needs for r in range(table["repeats"]))
+
+
+def _pseudo_extra(table, arm, key, r, done, resolve, got, log):
+    """--set items pointing a pseudo-label arm at its data (made or reused), or None when the arm is
+    its teacher (the budget left nothing unlabelled: done at once, noted)."""
+    teacher = arm["pseudo_labels_from"]
+    ensemble = arm.get("teachers") == "ensemble"
+    teachers = [done[teacher, i][0] for i in range(table["repeats"])] if ensemble else [done[teacher, r][0]]
+    student = resolve(arm["config"], key, r, arm.get("set"))
+    folder, report = pseudo_arms.pseudo_data(teachers, student, key if ensemble else f"{key}_r{r}", log)
+    if not ensemble or r == 0:                          # an ensemble labels once for every repeat
+        got.pseudo.setdefault(key, []).append(pseudo_arms.report_fields(report))
+    if pseudo_arms.no_candidates(report):
+        _note_replaced(got, f"{key}: no training image was left unlabelled, so the arm is its teacher {teacher}", log)
+        done[key, r] = done[teacher, r]
+        got.add(key, *done[teacher, r])
+        return None
+    return pseudo_arms.student_overrides(folder)
+
+
+def _score_ensemble(arm, key, done, table, resolve, got, log):
+    """An ensemble_of arm: the source arm's repeats as one ensemble, with the arm's test-time keys."""
+    cfg = resolve(arm["config"], key, 0, arm.get("set"))
+    runs = [run_dir(done[arm["ensemble_of"], r][0]) for r in range(table["repeats"])]
+    log(f"scoring the {len(runs)} repeats of {arm['ensemble_of']} as one ensemble -> {run_dir(cfg)}")
+    done[key, 0] = (cfg, evaluate_checkpoint(cfg, runs, out=run_dir(cfg)))
+    got.add(key, *done[key, 0])
+
+
+def _dependent_jobs(table, arms, done, overrides, got, log):
+    """The jobs of the arms whose needed arms are done: pseudo-label arms (their data made or reused)
+    and starts_from arms; ensemble_of arms are scored here at once."""
     resolve, jobs = _resolver(table, overrides, got, log), []
     for key, arm in arms.items():
-        teacher = arm.get("pseudo_labels_from")
-        if not teacher or got.errors[key] or (teacher, 0) not in done:
+        if not _ready(table, arms, key, done, got):
+            continue
+        if arm.get("ensemble_of"):
+            _score_ensemble(arm, key, done, table, resolve, got, log)
             continue
         for r in range(table["repeats"]):
-            folder, report = pseudo_arms.pseudo_data(done[teacher, r][0], f"{key}_r{r}", log)
-            got.pseudo.setdefault(key, []).append(pseudo_arms.report_fields(report))
-            if pseudo_arms.no_candidates(report):
-                _note_replaced(got, f"{key}: no training image was left unlabelled, so the arm is its teacher "
-                                    f"{teacher}", log)
-                done[key, r] = done[teacher, r]
-                got.add(key, *done[teacher, r])
-                continue
-            cfg = resolve(arm["config"], key, r, arm.get("set"), pseudo_arms.student_overrides(folder))
-            jobs.append((key, r, cfg, None))
+            extra = []
+            if arm.get("pseudo_labels_from"):
+                extra = _pseudo_extra(table, arm, key, r, done, resolve, got, log)
+                if extra is None:
+                    continue
+            if arm.get("starts_from"):
+                extra += ["model.init=run", f"model.init_run={run_dir(done[arm['starts_from'], r][0])}"]
+            jobs.append((key, r, resolve(arm["config"], key, r, arm.get("set"), extra), None))
     return jobs
 
 
@@ -117,10 +154,10 @@ def run_arms(table, arms, engine, overrides, got, log):
     pre_refs = {run: engine.submit(fn, cfg, run.rsplit("/", 1)[-1]) for run, cfg in pre.items()}
     _submit(engine, jobs, pre_refs, got, done, log)
     while not all(got.errors[k] for k in arms):
-        jobs = _pseudo_jobs(table, arms, done, overrides, got, log)
+        jobs = _dependent_jobs(table, arms, done, overrides, got, log)
         if not jobs and not all(got.errors[k] for k in arms):
             raise RuntimeError(f"{table['name']}: arms {', '.join(k for k in arms if not got.errors[k])} "
-                               "wait for teachers that did not run")
+                               "wait for arms that did not run")
         _prepare_first(engine, [cfg for _, _, cfg, _ in jobs], log)
         _submit(engine, jobs, {}, got, done, log)
     return got

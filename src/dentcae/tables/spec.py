@@ -22,7 +22,8 @@ from ..schema import value_at
 
 TABLE_KEYS = {"name", "title", "results_dir", "repeats", "repeat_over", "pretrainings", "set", "sweep",
               "arms", "comparisons", "note", "ensembles"}
-ARM_KEYS = {"key", "label", "config", "paper", "set", "pseudo_labels_from"}
+ARM_KEYS = {"key", "label", "config", "paper", "set", "pseudo_labels_from", "teachers", "starts_from", "ensemble_of"}
+DEPENDS = ("pseudo_labels_from", "starts_from", "ensemble_of")     # each names an earlier arm
 RENAMED = {"pretrain": "pretrainings: {cae: ...}", "pretext_pretrain": "pretrainings: {augment: ...}"}
 
 
@@ -34,28 +35,42 @@ def _check_keys(t):
             raise ConfigError(f"unknown key '{key}' (known: {', '.join(sorted(TABLE_KEYS))})")
 
 
+def _check_arm(path, i, arm):
+    missing = {"key"} - set(arm) or ({"config"} - set(arm) if "ensemble_of" not in arm else set())
+    if missing:
+        raise ConfigError(f"{path}: arms[{i}]: missing {', '.join(sorted(missing))}")
+    for key in arm:
+        if key not in ARM_KEYS:
+            raise ConfigError(f"{path}: arms[{i}]: unknown key '{key}' (known: {', '.join(sorted(ARM_KEYS))})")
+    check_name(arm["key"], f"arms[{i}].key")          # it names run folders
+    if not isinstance(arm.get("set") or {}, dict):
+        raise ConfigError(f"{path}: arms[{i}].set must be a mapping of dotted keys")
+    if arm.get("teachers", "repeat") not in ("repeat", "ensemble"):
+        raise ConfigError(f"{path}: arms[{i}].teachers must be repeat (each repeat's teacher) or ensemble (every "
+                          f"repeat of the teacher arm together), got {arm['teachers']!r}")
+    if "teachers" in arm and "pseudo_labels_from" not in arm:
+        raise ConfigError(f"{path}: arms[{i}].teachers needs pseudo_labels_from")
+    if "ensemble_of" in arm and set(arm) & {"config", "pseudo_labels_from", "starts_from"}:
+        raise ConfigError(f"{path}: arms[{i}]: an ensemble_of arm scores another arm's runs; it takes no config, "
+                          "pseudo_labels_from or starts_from (its set: test-time keys only)")
+
+
 def _check_arms(path, t):
     if not isinstance(t.get("arms"), list) or not all(isinstance(a, dict) for a in t["arms"]) or not t["arms"]:
         raise ConfigError(f"{path}: a table needs 'arms', a list of mappings with key, label and config")
     for i, arm in enumerate(t["arms"]):
-        missing = {"key", "config"} - set(arm)
-        if missing:
-            raise ConfigError(f"{path}: arms[{i}]: missing {', '.join(sorted(missing))}")
-        for key in arm:
-            if key not in ARM_KEYS:
-                raise ConfigError(f"{path}: arms[{i}]: unknown key '{key}' (known: {', '.join(sorted(ARM_KEYS))})")
-        check_name(arm["key"], f"arms[{i}].key")          # it names run folders
-        if not isinstance(arm.get("set") or {}, dict):
-            raise ConfigError(f"{path}: arms[{i}].set must be a mapping of dotted keys")
+        _check_arm(path, i, arm)
     keys = [a["key"] for a in t["arms"]]
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
         raise ConfigError(f"{path}: arm keys must be distinct (each names a row and a run folder): {', '.join(twice)}")
     for i, arm in enumerate(t["arms"]):
-        teacher = arm.get("pseudo_labels_from")
-        if teacher is not None and teacher not in keys[:i]:
-            raise ConfigError(f"{path}: arms[{i}].pseudo_labels_from: '{teacher}' is not an arm listed before "
-                              f"'{arm['key']}' (the teacher trains first; arms: {', '.join(keys)})")
+        for dep in DEPENDS:
+            if dep in arm and arm[dep] not in keys[:i]:
+                raise ConfigError(f"{path}: arms[{i}].{dep}: '{arm[dep]}' is not an arm listed before "
+                                  f"'{arm['key']}' (it runs first; arms: {', '.join(keys)})")
+        if "ensemble_of" in arm:                          # the source's config, its runs scored together
+            arm["config"] = next(a["config"] for a in t["arms"] if a["key"] == arm["ensemble_of"])
 
 
 def _check_spec(path, t):
@@ -101,14 +116,15 @@ def _expand_sweep(path, t, overrides=None):
     shown = lambda v: "all" if v is None else v          # noqa: E731
     arms = [{**arm, "key": f"{arm['key']}_{slug(v)}", "label": f"{arm.get('label', arm['key'])}, {key} = {shown(v)}",
              "set": {**(arm.get("set") or {}), key: v}, "base_key": arm["key"], "sweep_value": v,
-             **({"pseudo_labels_from": f"{arm['pseudo_labels_from']}_{slug(v)}"} if arm.get("pseudo_labels_from") else {})}
+             **{dep: f"{arm[dep]}_{slug(v)}" for dep in DEPENDS if arm.get(dep)}}
             for v in values for arm in t["arms"]]
     comps = [[f"{a}_{slug(v)}", f"{b}_{slug(v)}"] for v in values for a, b in t.get("comparisons") or []]
     return {**t, "arms": arms, "comparisons": comps, "sweep_key": key, "sweep_values": values}
 
 
 def _only_arms(path, t, only):
-    """The arms whose key (before a sweep) is in `only`, and their teachers; comparisons between them."""
+    """The arms whose key (before a sweep) is in `only`, and the arms they need (teachers, starts,
+    ensembles' members); comparisons between them."""
     if not only:
         return t
     known = {a["key"] for a in t["arms"]}
@@ -116,10 +132,13 @@ def _only_arms(path, t, only):
     if unknown:
         raise ConfigError(f"{path}: --arms: no arm {', '.join(unknown)} (arms: {', '.join(a['key'] for a in t['arms'])})")
     keep, by_key = set(only), {a["key"]: a for a in t["arms"]}
-    for key in list(only):
-        while by_key[key].get("pseudo_labels_from"):
-            key = by_key[key]["pseudo_labels_from"]
+    todo = list(only)
+    while todo:
+        arm = by_key[todo.pop()]
+        needed = [arm.get(dep) for dep in DEPENDS]
+        for key in (k for k in needed if k and k not in keep):
             keep.add(key)
+            todo.append(key)
     return {**t, "arms": [a for a in t["arms"] if a["key"] in keep],
             "comparisons": [c for c in t.get("comparisons") or [] if set(c) <= keep]}
 
@@ -243,6 +262,9 @@ def check_runs(table, extra):
             raise ConfigError(f"{table['name']}: arm {arm['key']}: {arm['config']} is a '{cfg['stage']}' config; "
                               "arms fine-tune (stage: finetune); name pre-trainings under 'pretrainings'")
         init = cfg["model"]["init"]
-        if init not in ("scratch", "imagenet") and init not in table["pretrainings"]:
+        if init == "run" and not arm.get("starts_from"):
+            raise ConfigError(f"{table['name']}: arm {arm['key']} starts from a run (model.init: run): name the arm "
+                              "it starts from with starts_from")
+        if init not in ("scratch", "imagenet", "run") and init not in table["pretrainings"]:
             raise ConfigError(f"{table['name']}: arm {arm['key']} starts from '{init}' but the table's "
                               f"'pretrainings' names no '{init}' config")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..config import load_config
 from ..data.prepare import ensure_dataset, prepare
-from ..evaluation.figures import plot_learning_curves
+from ..figures import plot_learning_curves
 from ..registry import stage_plugin
 from ..runtime.atomic import atomic_path, write_atomic
 from ..runtime.backend import caffe_pb2, get_caffe, seed_caffe, set_device

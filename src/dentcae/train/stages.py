@@ -11,10 +11,11 @@ from pathlib import Path
 
 from ..config import read_yaml_mapping
 from ..data.prepare import sample_landmarks
-from ..nets.alexnet import write_net
+from ..nets.alexnet import scale_learning_rates, write_net
 from ..nets.solver import solver_param, write_solver
 from ..nets.transfer import TransferError, check_imagenet_weights, copy_layers
 from ..registry import HEADS, PRETEXTS, stage_plugin
+from ..schema import STAGES
 
 ENCODER_CONVS = ["conv1", "conv2", "conv3", "conv4", "conv5"]
 
@@ -30,6 +31,8 @@ def nets_for(cfg, num_landmarks, sources, test_batch=None):
     size = plugin.input_size(cfg)
     train = plugin.build(num_landmarks, m, size=size, train=tuple(str(s) for s in sources),
                          batch=sc["batch_size"], test_batch=test_batch or sc["test_batch_size"], freeze=m["freeze"])
+    if m["copied_lr_mult"] != 1:
+        scale_learning_rates(train, copied_layers(cfg), m["copied_lr_mult"])
     return train, plugin.build(num_landmarks, m, size=size, deploy=True)
 
 
@@ -54,19 +57,48 @@ def subruns(cfg):
 
 
 
+def copied_layers(cfg):
+    """The layers a config copies from its start: [] from scratch, None for every layer (init run)."""
+    m = cfg["model"]
+    if m["init"] == "scratch":
+        return []
+    if m["init"] == "run":
+        return None
+    if m["init"] == "imagenet":
+        return [l for l in m["copy_layers"] if cfg["stage"] == "finetune" or l in ENCODER_CONVS + ["fc6", "fc7"]]
+    return list(m["copy_layers"])
+
+
+def _run_source(cfg):
+    """init run: the finished finetune run's weights for this stage (its refine net for `refine`)."""
+    m = cfg["model"]
+    if not m["init_run"]:
+        raise TrainingError("model.init: run needs model.init_run (a finished finetune run folder)")
+    run = Path(m["init_run"])
+    source = run / (cfg["stage"] if cfg["stage"] not in STAGES else "") / "final.caffemodel"
+    if not source.exists():
+        raise TrainingError(f"model.init_run: {source} not found: train {run} first")
+    saved = read_yaml_mapping(run / "config.yaml") if (run / "config.yaml").exists() else {}
+    if saved.get("stage") != "finetune" or saved.get("model", {}).get("head") != m["head"]:
+        raise TrainingError(f"model.init_run {run} is not a finetune run of the head '{m['head']}' "
+                            f"(its config.yaml: stage {saved.get('stage')!r}, head {saved.get('model', {}).get('head')!r})")
+    return source, None, {"init_run": str(run)}
+
+
 def init_source(cfg):
-    """Where the first weights come from: (file or None, layers, extra transfer-report fields).
-    Raises before any work when the configured file is missing."""
+    """Where the first weights come from: (file or None, layers (None: every layer), extra
+    transfer-report fields). Raises before any work when the configured file is missing."""
     m, stage = cfg["model"], cfg["stage"]
     if m["init"] == "scratch":
         return None, [], {}
+    if m["init"] == "run":
+        return _run_source(cfg)
     if m["init"] == "imagenet":
         try:
             warning = check_imagenet_weights(m["imagenet_weights"])
         except TransferError as e:
             raise TrainingError(str(e)) from None
-        layers = [l for l in m["copy_layers"] if stage == "finetune" or l in ENCODER_CONVS + ["fc6", "fc7"]]
-        return Path(m["imagenet_weights"]), layers, {"warning": warning} if warning else {}
+        return Path(m["imagenet_weights"]), copied_layers(cfg), {"warning": warning} if warning else {}
     what = PRETEXTS.get(m["init"]).TITLE
     if stage == "pretrain":
         raise TrainingError(f"model.init: {m['init']} is for finetune configs; pre-training starts from "
@@ -78,7 +110,7 @@ def init_source(cfg):
         raise TrainingError(f"{what} checkpoint {source} not found: run the pre-training first "
                             f"(make pretrain, or dentcae pretrain --config ...)")
     _check_pretraining_kind(Path(m["pretrain_run"]), m["init"])
-    return source, m["copy_layers"], {"pretraining": f"{what} run {m['pretrain_run']}"}
+    return source, copied_layers(cfg), {"pretraining": f"{what} run {m['pretrain_run']}"}
 
 
 def _check_pretraining_kind(run, init):
@@ -99,7 +131,7 @@ def init_weights(net, source, layers, extra=None):
         return {"source": "scratch (MSRA/Xavier random initialisation; no ImageNet weights)",
                 "copied": {}, "fresh": list(net.params.keys())}
     try:
-        report = copy_layers(net, source, layers)
+        report = copy_layers(net, source, list(net.params.keys()) if layers is None else layers)
     except TransferError as e:
         raise TrainingError(str(e)) from None
     report.update(extra or {})

@@ -69,9 +69,9 @@ STEM = "heatmaps"
 
 
 def build(k, model, **net):
-    """The head's own net on patches; with refine.loss `own` or `inside` its training loss is masked
-    to the channels of each patch's own landmark, or of the landmarks inside it (heatmap_net's `masked`)."""
-    masked = model["refine"]["loss"] != "all" and not net.get("deploy")
+    """The head's own net on patches; its loss masked (heatmap_net's `masked`) to each patch's own landmark
+    (refine.loss own), the landmarks inside it (inside), or the labelled ones (model.partial_labels)."""
+    masked = (model["refine"]["loss"] != "all" or model["partial_labels"]) and not net.get("deploy")
     return heatmap_net(k, width=model["head_width"], head_lr=model["head_lr_mult"], masked=masked, **net)
 
 
@@ -170,15 +170,16 @@ def _draw(rng, image, labels, k, cfg, geometry=True):
 
 
 def _write_patches(path, cfg, prep, grey, labels, own):
-    """An HDF5 file of patches; `own` the landmark each was cut for (the loss mask of loss: own; loss:
-    inside masks the landmarks outside the patch)."""
+    """An HDF5 file of patches; `own` the landmark each was cut for (the loss mask of loss: own; inside
+    masks the landmarks outside the patch; with partial labels an unlabelled landmark is masked)."""
     r, sigma = cfg["model"]["refine"], cfg["model"]["heatmap_sigma"]
     mask = None
     if r["loss"] == "own":
         mask = np.eye(len(labels[0]), dtype=np.float32)[own]
-    elif r["loss"] == "inside":
+    elif r["loss"] == "inside" or cfg["model"]["partial_labels"]:    # `all`: only the unlabelled are masked
         points = np.stack(labels)
-        mask = (np.isfinite(points).all(-1) & (points >= 0).all(-1) & (points <= 1).all(-1)).astype(np.float32)
+        inside = (points >= 0).all(-1) & (points <= 1).all(-1) if r["loss"] == "inside" else True
+        mask = (np.isfinite(points).all(-1) & inside).astype(np.float32)
     write_h5(path, to_input(np.stack(grey), prep.meta["mean_bgr"]),
              np.stack(labels).reshape(len(labels), -1).astype(np.float32),
              encoder_for(r["patch"], sigma, mask))
@@ -204,6 +205,7 @@ def _write_split(tmp, out, cfg, prep, split, draws, geometry, limit=None):
 def patch_settings(cfg):
     r = cfg["model"]["refine"]
     own = {"loss": r["loss"]} if r["loss"] != "all" else {}      # (`all` keeps the cache key it had)
+    own.update({"partial_labels": True} if cfg["model"]["partial_labels"] else {})
     return {"version": VERSION, "patch": r["patch"], "fine_size": r["fine_size"], "draws": r["draws"],
             "jitter": r["jitter"], "sigma": cfg["model"]["heatmap_sigma"], "augment": cfg["prepare"]["augment"],
             **own}
@@ -245,9 +247,8 @@ def averaged_heatmap(hms, offsets):
 
 
 def decode_in_patch(hm, at, search, margin=0):
-    """(patch pixel (x, y), the heatmap's value there) of a patch's channel `hm` (grown by `margin`
-    cells on each side, as averaged_heatmap's), decoded near the patch pixel `at` (the estimate) with
-    heatmap.decode_near's Gaussian of sd `search` patch pixels: where the net was trained to look."""
+    """(patch pixel (x, y), the heatmap's value there) of a patch's channel `hm` (grown by `margin` cells
+    per side) decoded near the estimate `at` with decode_near's Gaussian of sd `search` patch pixels."""
     cell = (np.asarray(at, np.float64) - heatmap.OFFSET) / heatmap.STRIDE + margin
     hm = np.asarray(hm, np.float64)
     x, y = heatmap.decode_near(hm, cell, search / heatmap.STRIDE)
@@ -255,8 +256,7 @@ def decode_in_patch(hm, at, search, margin=0):
 
 
 def _view_matrices(centre, patch, views):
-    """2x3 matrices, fine-sample pixels -> patch pixels, of the patch centred on `centre` seen in
-    each view (views.py, about the patch's centre)."""
+    """2x3 matrices, fine-sample pixels -> patch pixels, of the patch on `centre` in each view (views.py)."""
     base = patch_matrix(centre, patch)
     return [base if is_identity(v) else compose(view_matrix(v, patch), base) for v in views]
 

@@ -1,5 +1,6 @@
-"""Pseudo-labels: a trained detector labels the unlabelled training images of a new dataset, never a
-test image, and the detector trains on it with the missing landmarks masked."""
+"""Pseudo-labels: trained detectors (one, or an ensemble with views) label the unlabelled training
+images of a new dataset, never a test image, the filters keep what their rules say, and the detector
+trains on it with the missing landmarks masked in both nets."""
 import csv
 import json
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from conftest import run_cli, tiny
 from dentcae.data.dataset import load_dataset
 from dentcae.data.prepare import prepare
-from dentcae.deploy import pseudo
+from dentcae.unlabelled import pseudo_label as pseudo, teachers
 from dentcae.evaluation.evaluate import evaluate_checkpoint
 from dentcae.train.loop import train
 from dentcae.train.runfiles import run_dir
@@ -33,9 +34,9 @@ def test_pseudo_labels_never_touch_a_test_image_and_train_masked(phantom, clean_
     labelled = {s["image"] for s in prep.samples() if int(s["reg_train"])}
     assert test_images and len(labelled) == 3
     seen = []
-    real_read = pseudo.read_image
-    monkeypatch.setattr(pseudo, "read_image", lambda path: seen.append(Path(path).name) or real_read(path))
-    report = pseudo.pseudo_label(run_dir(cfg), clean_tmp / "pseudo", min_confidence=0.0, progress=False)
+    real_read = teachers.read_image
+    monkeypatch.setattr(teachers, "read_image", lambda path: seen.append(Path(path).name) or real_read(path))
+    report = pseudo.pseudo_label(run_dir(cfg), clean_tmp / "pseudo", {"min_confidence": 0.0}, progress=False)
     assert seen and not set(seen) & test_images and not set(seen) & labelled     # only the other training images
     assert report["images"] == {"labelled": 3, "candidate": len(seen), "test": len(test_images)}
     acc = report["accuracy_on_withheld_labels"]
@@ -63,8 +64,8 @@ def test_unconfident_landmarks_stay_empty_and_are_masked(phantom, clean_tmp, qui
     from dentcae.deploy.bundle import open_model
     from dentcae.inference.detector import Detector
     detector = Detector(open_model(run_dir(cfg)))
-    median = float(np.median(detector(pseudo.read_image(sorted(Path(phantom).glob("*.png"))[-1])).confidence))
-    report = pseudo.pseudo_label(run_dir(cfg), clean_tmp / "pseudo", min_confidence=median, progress=False)
+    median = float(np.median(detector(teachers.read_image(sorted(Path(phantom).glob("*.png"))[-1])).confidence))
+    report = pseudo.pseudo_label(run_dir(cfg), clean_tmp / "pseudo", {"min_confidence": median}, progress=False)
     kept = sum(report["kept_per_landmark"].values())
     assert 0 < kept < 8 * report["images"]["candidate"]             # some landmarks kept, some left empty
     with open(clean_tmp / "pseudo" / "landmarks.csv") as fh:
@@ -86,9 +87,3 @@ def test_pseudo_label_cli_refuses_an_existing_folder(phantom, clean_tmp, quiet):
     (clean_tmp / "taken").mkdir()
     rc, out = run_cli("pseudo-label", str(run_dir(cfg)), "--out", str(clean_tmp / "taken"))
     assert rc == 1 and "exists" in out
-
-
-def test_only_confident_landmarks_on_the_image_become_pseudo_labels():
-    points = np.array([[10.0, 10.0], [99.4, 49.0], [99.6, 10.0], [10.0, -0.6], [20.0, 20.0], [30.0, 30.0]])
-    confidence = np.array([0.9, 0.9, 0.9, 0.9, 0.1, np.nan])
-    assert pseudo.kept(points, confidence, 0.5, (50, 100)).tolist() == [True, True, False, False, False, False]

@@ -6,12 +6,13 @@
                       "errors_mm": {"arm": (M,)}}], "det.png")                       # Fig. 8
     plot_error_cdf({"arm": errors_mm}, "cdf.png", thresholds=(2, 2.5, 3, 4))
     plot_label_curve({"arm": {"labels": [10, 25], "mre_mm": [3.1, 2.6], "sdr_2mm": [.3, .4]}}, "curve.png")
+    plot_kept_error_curves({"spread": {"kept_share": [.5, 1], "kept_mre_mm": [1.2, 2.0]}}, "kept.png")
 
 Every figure is written to a temporary name and renamed when complete.
 """
 import numpy as np
 
-from ..runtime.atomic import atomic_path
+from .runtime.atomic import atomic_path
 
 
 def _pyplot():
@@ -181,4 +182,18 @@ def plot_label_curve(lines, path, reference=None, baseline=None, title="Label ef
     axes[1].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_kept_error_curves(curves, path, title="Pseudo-labels: share kept against their error"):
+    """One line per criterion: {name: {"kept_share": [...], "kept_mre_mm": [...]}}, share on x."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for (name, c), colour in zip(curves.items(), COLOURS):
+        ax.plot(np.asarray(c["kept_share"]) * 100, c["kept_mre_mm"], "o-", color=colour, label=name, ms=3)
+    ax.set_xlabel("landmarks kept (%)")
+    ax.set_ylabel("kept landmarks' error (mm)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, path)
