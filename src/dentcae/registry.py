@@ -18,6 +18,9 @@ Every plug-in that trains (a head, a pre-training, a head's sub-run):
     input_size(cfg)             its input side in pixels (default: prepare.input_size)
     figures(cfg, run, prep, curves)   what a finished run draws besides its learning curves
     check_config(cfg)           refuse bad values of its own keys (raise config.ConfigError)
+    training_hooks(cfg, solver, prep, say)   an object whose on_start() and on_gradients_ready()
+                                Caffe calls every step (Solver callbacks: the heatmap head's
+                                consistency on unlabelled images), or None (default)
     CONFIG                      its own `model.` keys and their defaults, merged into the schema
 A head also:
     outputs(k)                  (channels of its first output for K landmarks, what they are called)
@@ -63,7 +66,7 @@ def _prepared_size(cfg):
 
 TRAINABLE = {"required": ("STEM", "build"),
              "optional": {"input_size": _prepared_size, "figures": _nothing, "check_config": _nothing,
-                          "CONFIG": {}}}
+                          "training_hooks": _nothing, "CONFIG": {}}}
 HEAD_HOOKS = {"required": TRAINABLE["required"] + ("outputs", "targets", "decode"),
               "optional": {**TRAINABLE["optional"], "sources": _splits_sources("reg_train", "reg_test"),
                            "SPLITS": ("reg_train", "reg_test"),

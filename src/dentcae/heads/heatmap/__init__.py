@@ -14,7 +14,8 @@ import numpy as np
 from ...codecs import heatmap as codec
 from ...schema import check_range
 from ...views import with_identity
-from . import refine
+from . import consistency, refine
+from .consistency import training_hooks  # noqa: F401 (this head's hook)
 from .net import build, encoder_for, heatmap_net  # noqa: F401 (build is this head's hook)
 
 STEM = "heatmaps"
@@ -25,6 +26,7 @@ CONFIG = {
     "refine": refine.CONFIG,            # the refine net (refine.py); patch 0: off
     "partial_labels": False,            # train on images with some landmarks unlabelled (pseudo-labels):
                                         # those are masked out of the loss (heatmap_mask)
+    "consistency": consistency.CONFIG,  # the first net also learns from unlabelled images (consistency.py)
 }
 SUBRUNS = {"refine": refine}
 SUBRUN_KEYS = ("refine",)
@@ -63,6 +65,7 @@ def check_config(cfg):
                            ("model.heatmap_sigma", 0.25, 32)):
         check_range(cfg, key, low, high)
     refine.check_config(cfg)
+    consistency.check_config(cfg)
 
 
 def subruns(cfg):

@@ -35,10 +35,9 @@ from tqdm import tqdm
 from ...codecs import heatmap
 from ...schema import ConfigError
 from ...data.augment import DEFAULTS as AUGMENT_DEFAULTS, intensity
-from ...data.dataset import read_image
-from ...data.geometry import cut_sample, resize_sample, sample_box
+from ...data.geometry import resize_sample
 from ...data.inputs import to_input, write_h5
-from ...data.prepare import configured_dataset
+from ...data.resampled import samples_at
 from ...runtime.atomic import folder_once
 from ...schema import check_views
 from ...views import apply, compose, invert, is_identity, view_matrix
@@ -121,20 +120,11 @@ def refine_config(cfg):
 def fine_samples(cfg, prep, split):
     """((N, S, S) grey samples at refine.fine_size, (N, K, 2) normalised labels) of a split:
     each sample cut (and mirrored) from its image as prepare.py cuts it, resized to the finer size."""
-    size, mode = cfg["model"]["refine"]["fine_size"], cfg["prepare"]["resize"]
-    recs = {r.name: r for r in configured_dataset(cfg).images}
     rows = [r for r in prep.samples() if int(r[split])]
-    images = []
-    for row in rows:
-        x0, y0, cw, ch, flipped, bw, bh = sample_box(row)
-        crop = cut_sample(read_image(recs[row["image"]].path), x0, y0, cw, ch, flipped)
-        sample, box = resize_sample(crop, size, mode)
-        if box != (bw, bh):
-            raise ValueError(f"{row['image']}: its box {box} differs from the prepared one {(bw, bh)}")
-        images.append(sample)
+    images = samples_at(cfg, rows, cfg["model"]["refine"]["fine_size"])
     with h5py.File(prep.h5(split), "r") as f:
         labels = f["label"][...].reshape(len(rows), -1, 2).astype(np.float64)
-    return np.stack(images).astype(np.float32), labels
+    return images, labels
 
 
 def patch_matrix(centre, patch, angle=0.0, scale=1.0):

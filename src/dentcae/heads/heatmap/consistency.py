@@ -1,0 +1,146 @@
+"""Consistency on unlabelled images for the heatmap head's first net (`model.consistency.weight` > 0).
+
+    hook = training_hooks(cfg, solver, prep, say)      # registry hook; None when the weight is 0
+    targets, mask = view_targets(teacher_heatmaps, view, size, sigma, min_confidence)
+
+Every step, after Caffe has the labelled batch's gradients (a Solver callback), a batch of the run's
+unlabelled training images (neither labelled nor test, nor one radiograph with a test image) goes
+through a TEACHER, an exponential moving average of the student's weights (`ema`) in the deploy net,
+as it is. Its landmarks (argmax, sub-pixel) are carried by the known transform of a STRONG view
+(random rotation, scale, shift; a cut-out square; intensity changes) into that view, drawn there
+as Gaussian targets, and the student sees the strong view: its loss is the same masked Euclidean loss
+as the labelled images' (the heatmap_mask input), each landmark's mask sqrt(`weight`) where the
+teacher's peak reaches `min_confidence` and the landmark stays in the view, else 0. No gradient flows
+into the target (it is data). The student's gradients add to the labelled batch's before the update.
+An EMA teacher keeps the targets from collapsing to the student's own background (PoseCons/PoseDual).
+The teacher restarts from the student's weights when a run resumes. Needs `model.partial_labels`
+(the mask input); the batch is the solver's.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from ...codecs import heatmap as codec
+from ...data.augment import DEFAULTS as AUGMENT_DEFAULTS, intensity
+from ...data.inputs import to_input
+from ...data.resampled import samples_at
+from ...data.landmarks_csv import is_test
+from ...runtime.backend import get_caffe
+from ...schema import ConfigError, check_range
+from ...views import labels_to_view, view_matrix, warp
+
+CONFIG = {
+    "weight": 0.0,              # 0: off; the consistency loss's weight beside the labelled loss
+    "ema": 0.99,                # the teacher's weights: ema * teacher + (1 - ema) * student, every step
+    "min_confidence": 0.3,      # a teacher landmark whose peak is lower gives no target
+    "rotate_deg": 10.0,         # the strong view: rotation up to +-this, scale 1 +- `scale`,
+    "scale": 0.1,               # shift up to +-`shift` of the input side, a cut-out square of
+    "shift": 0.05,              # `cutout` of the side, and prepare.augment's intensity changes
+    "cutout": 0.25,
+}
+
+
+def check_config(cfg):
+    c = cfg["model"]["consistency"]
+    for key, low, high in (("weight", 0, 1e6), ("ema", 0, 1), ("min_confidence", 0, 1), ("rotate_deg", 0, 90),
+                           ("scale", 0, 0.5), ("shift", 0, 0.4), ("cutout", 0, 0.9)):
+        check_range(cfg, f"model.consistency.{key}", low, high)
+    if c["weight"] > 0 and not cfg["model"]["partial_labels"]:
+        raise ConfigError("config key 'model.consistency.weight' > 0 needs model.partial_labels: true "
+                          "(the loss mask carries the consistency targets' weight)")
+
+
+def unlabelled_rows(prep):
+    """Prepared-sample rows of the training images that have no label in this run."""
+    leaks = set((prep.meta.get("leaks") or {}).get("images") or [])
+    return [r for r in prep.samples() if not int(r["reg_train"]) and not int(r["reg_test"])
+            and not is_test(r["pin"]) and r["image"] not in leaks]
+
+
+def strong_view(rng, c, size):
+    """A random view (views.py) within the configured rotation, scale and shift."""
+    return {"rotate": float(rng.uniform(-c["rotate_deg"], c["rotate_deg"])),
+            "scale": float(1 + rng.uniform(-c["scale"], c["scale"])),
+            "shift": [float(v) for v in rng.uniform(-c["shift"], c["shift"], 2) * size]}
+
+
+def view_targets(heatmaps, view, size, sigma, min_confidence):
+    """((N, K, H, H) Gaussian targets in the view, (N, K) 0/1 mask) from a teacher's heatmaps of
+    the unmoved input: its sub-pixel argmaxes carried through the view's matrix."""
+    points = codec.decode(heatmaps, size)
+    confident = codec.values_at_labels(heatmaps, points, size) >= min_confidence
+    moved = labels_to_view(points, view_matrix(view, size), size)
+    inside = ((moved >= 0) & (moved <= 1)).all(-1)
+    mask = (confident & inside).astype(np.float32)
+    return codec.encode(moved, size, sigma).astype(np.float32) * mask[..., None, None], mask
+
+
+def _cutout(rng, grey, share):
+    side = int(round(share * grey.shape[0]))
+    if side:
+        y, x = rng.integers(0, grey.shape[0] - side + 1, 2)
+        grey[y:y + side, x:x + side] = 0
+    return grey
+
+
+class Consistency:
+    """The Solver callbacks: on_start moves the teacher, on_gradients_ready adds the student's
+    consistency gradients (Caffe accumulates parameter gradients until the update)."""
+
+    def __init__(self, cfg, solver, samples, mean_bgr, deploy):
+        caffe = get_caffe()
+        self.cfg, self.c, self.solver = cfg, cfg["model"]["consistency"], solver
+        self.samples, self.mean_bgr = samples, mean_bgr
+        net = solver.net
+        self.teacher = caffe.Net(str(deploy), caffe.TEST)
+        self.teacher.blobs["data"].reshape(*net.blobs["data"].data.shape)
+        self.teacher.reshape()
+        self.rng = np.random.default_rng(cfg["seed"] + 101)
+        self.start = next(n for n, l in zip(net._layer_names, net.layers) if l.type != "HDF5Data")
+        self.ema = None
+        self.losses = []
+
+    def on_start(self):
+        student = self.solver.net.params
+        if self.ema is None:
+            self.ema = {k: [b.data.copy() for b in v] for k, v in student.items()}
+        else:
+            a = self.c["ema"]
+            for k, blobs in student.items():
+                for e, b in zip(self.ema[k], blobs):
+                    e *= a
+                    e += (1 - a) * b.data
+        for k, blobs in self.teacher.params.items():
+            for t, e in zip(blobs, self.ema[k]):
+                t.data[...] = e
+
+    def on_gradients_ready(self):
+        net, size = self.solver.net, self.cfg["prepare"]["input_size"]
+        batch = net.blobs["data"].data.shape[0]
+        grey = self.samples[self.rng.integers(0, len(self.samples), batch)]
+        hms = self.teacher.forward(data=to_input(grey, self.mean_bgr))["heatmaps"]
+        view = strong_view(self.rng, self.c, size)
+        targets, mask = view_targets(hms, view, size, self.cfg["model"]["heatmap_sigma"], self.c["min_confidence"])
+        a = {**AUGMENT_DEFAULTS, **self.cfg["prepare"]["augment"]}
+        m = view_matrix(view, size)
+        seen = np.stack([_cutout(self.rng, intensity(self.rng, warp(g, m, size), a), self.c["cutout"]) for g in grey])
+        w = np.float32(np.sqrt(self.c["weight"]))
+        net.blobs["data"].data[...] = to_input(seen, self.mean_bgr)
+        net.blobs["heatmap"].data[...] = w * targets
+        net.blobs["heatmap_mask"].data[...] = w * mask
+        self.losses.append(float(net.forward(start=self.start)["loss"]))
+        net.backward()
+
+
+def training_hooks(cfg, solver, prep, say):
+    """The consistency callbacks of a heatmap finetune run with model.consistency.weight > 0, else None."""
+    if cfg["stage"] != "finetune" or cfg["model"]["consistency"]["weight"] <= 0:
+        return None
+    rows = unlabelled_rows(prep)
+    if not rows:
+        say("consistency: no unlabelled training image, nothing to add")
+        return None
+    samples = samples_at(cfg, rows, cfg["prepare"]["input_size"])
+    say(f"consistency on {len(samples)} unlabelled training samples, weight {cfg['model']['consistency']['weight']}")
+    deploy = Path(cfg["runs_dir"]) / cfg["name"] / "deploy.prototxt"
+    return Consistency(cfg, solver, samples, prep.meta["mean_bgr"], deploy)

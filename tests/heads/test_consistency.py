@@ -1,0 +1,66 @@
+"""Consistency training's targets: the teacher's landmarks carried into the strong view by its known
+transform (a shift moves the target peak by exactly that shift), unconfident or out-of-view
+landmarks masked; and a real (tiny) run that adds the unlabelled images' gradients."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import tiny
+from dentcae.codecs import heatmap as codec
+from dentcae.heads.heatmap.consistency import view_targets
+from dentcae.views import labels_to_view, view_matrix
+
+SIZE, SIGMA = 96, 2.0
+
+
+def _teacher_heatmaps(points, height=1.0):
+    return height * codec.encode(np.asarray(points, float)[None], SIZE, SIGMA)
+
+
+def test_a_known_shift_moves_the_target_peak_by_exactly_that_shift():
+    points = np.array([[0.3, 0.4], [0.6, 0.55], [0.52, 0.7]])
+    hms = _teacher_heatmaps(points)
+    targets, mask = view_targets(hms, {"shift": [8, -4]}, SIZE, SIGMA, 0.3)
+    assert mask.tolist() == [[1, 1, 1]]
+    before, after = codec.decode(hms, SIZE)[0], codec.decode(targets, SIZE)[0]
+    np.testing.assert_allclose((after - before) * SIZE, [[8, -4]] * 3, atol=0.05)     # input pixels
+
+
+def test_a_turned_view_carries_the_landmarks_through_its_matrix():
+    points = np.array([[0.35, 0.45], [0.6, 0.5]])
+    view = {"rotate": 20, "scale": 1.1, "shift": [3, 2]}
+    targets, mask = view_targets(_teacher_heatmaps(points), view, SIZE, SIGMA, 0.3)
+    expected = labels_to_view(codec.decode(_teacher_heatmaps(points), SIZE)[0], view_matrix(view, SIZE), SIZE)
+    np.testing.assert_allclose(codec.decode(targets, SIZE)[0], expected, atol=0.05 / SIZE)
+    assert mask.all()
+
+
+def test_unconfident_and_out_of_view_landmarks_give_no_target():
+    points = np.array([[0.3, 0.4], [0.95, 0.5]])
+    weak = view_targets(_teacher_heatmaps(points, 0.2), {}, SIZE, SIGMA, 0.3)
+    assert weak[1].tolist() == [[0, 0]] and np.all(weak[0] == 0)
+    out = view_targets(_teacher_heatmaps(points), {"shift": [10, 0]}, SIZE, SIGMA, 0.3)
+    assert out[1].tolist() == [[1, 0]] and np.all(out[0][0, 1] == 0)          # moved off the input
+
+
+@pytest.mark.slow
+def test_a_run_with_consistency_learns_from_the_unlabelled_images(phantom, clean_tmp, quiet):
+    from dentcae.nets.transfer import read_caffemodel
+    from dentcae.train.loop import train
+    from dentcae.train.runfiles import run_dir
+
+    def run(name, weight):
+        cfg = tiny(clean_tmp, phantom, name=name, prepare={"input_size": 96, "resize": "pad"},
+                   dataset={"label_budget": 3}, solver={"max_iter": 3, "batch_size": 4},
+                   model={"head": "heatmap", "head_width": 16, "partial_labels": True,
+                          "consistency": {"weight": weight, "min_confidence": 0.0}})
+        train(cfg, log=quiet)
+        return run_dir(cfg)
+    plain, again, taught = run("plain", 0.0), run("again", 0.0), run("taught", 1.0)
+    summary = json.loads((taught / "training.json").read_text())
+    assert np.isfinite(summary["hook_loss_last_100"]) and summary["hook_loss_last_100"] > 0
+    assert "hook_loss_last_100" not in json.loads((plain / "training.json").read_text())
+    a, b, c = (read_caffemodel(r / "final.caffemodel") for r in (plain, again, taught))
+    assert all(np.array_equal(x, y) for k in a for x, y in zip(a[k], b[k]))          # a run repeats exactly...
+    assert any(not np.array_equal(x, y) for k in a for x, y in zip(a[k], c[k]))      # ...the unlabelled gradients count
