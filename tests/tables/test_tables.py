@@ -189,7 +189,8 @@ def test_the_first_net_label_curve_is_a_sweep_of_nested_budgets_with_the_five_ar
 def test_the_label_curve_runs_the_full_recipe_with_the_unlabelled_arms_and_the_control():
     t = load_table("configs/isbi/label_curve.yaml")
     assert t["sweep_values"] == [10, 25, 54]
-    assert [a["base_key"] for a in t["arms"][:4]] == ["scratch", "pseudo_mixed", "unlabelled", "scratch_ensemble"]
+    assert [a["base_key"] for a in t["arms"][:5]] == ["scratch", "pseudo_mixed", "unlabelled", "consistency",
+                                                      "scratch_ensemble"]
     by = {a["key"]: a for a in t["arms"]}
     assert by["pseudo_mixed_25"]["teachers"] == "ensemble" and by["unlabelled_25"]["starts_from"] == "pseudo_mixed_25"
     assert by["scratch_ensemble_25"]["ensemble_of"] == "scratch_25"
