@@ -87,3 +87,11 @@ def test_pseudo_label_cli_refuses_an_existing_folder(phantom, clean_tmp, quiet):
     (clean_tmp / "taken").mkdir()
     rc, out = run_cli("pseudo-label", str(run_dir(cfg)), "--out", str(clean_tmp / "taken"))
     assert rc == 1 and "exists" in out
+    before = sorted(p.name for p in Path(phantom).iterdir())
+    for inside in (Path(phantom) / "pseudo", run_dir(cfg) / "pseudo"):     # never into what it reads
+        rc, out = run_cli("pseudo-label", str(run_dir(cfg)), "--out", str(inside))
+        assert rc == 1 and "lies inside" in out and not inside.exists()
+    assert sorted(p.name for p in Path(phantom).iterdir()) == before
+    for bad in ("nan", "inf", "-0.1"):
+        rc, out = run_cli("pseudo-label", str(run_dir(cfg)), "--out", str(clean_tmp / "p2"), "--min-confidence", bad)
+        assert rc == 1 and "min_confidence" in out and not (clean_tmp / "p2").exists()

@@ -156,6 +156,16 @@ def _report(runs, model, ds, previous, settings, roles, chosen, withheld):
             "filter_curves_on_withheld_labels": filter_curves(chosen, withheld)}
 
 
+def _check_out(out, runs, ds):
+    """The new folder may not be, hold or lie inside the dataset it reads or a teacher's run folder:
+    the next run would read its copies (test images among them) as part of its own data."""
+    out = out.resolve()
+    for what, folder in [("the teachers' dataset", ds.root)] + [("the teacher run", r) for r in runs]:
+        folder = Path(folder).resolve()
+        if out == folder or folder in out.parents or out in folder.parents:
+            raise ValueError(f"--out {out} is, holds or lies inside {what} {folder}; choose a folder outside it")
+
+
 def pseudo_label(runs, out, settings=None, progress=True, gpu=None):
     """Write the pseudo-labelled dataset folder `out` (whole or not at all) from the teacher run(s)
     `runs` with `settings` (choose.DEFAULTS' keys); returns pseudo.json's dict."""
@@ -171,6 +181,7 @@ def pseudo_label(runs, out, settings=None, progress=True, gpu=None):
         raise ValueError(f"{runs[0]}: its head gives no confidence, so the confidence filter cannot choose "
                          "(heatmap head only; or leave 'confidence' out of the filters)")
     ds = configured_dataset(model.cfg)
+    _check_out(out, runs, ds)
     recs, previous = {r.name: r for r in ds.images}, _previous_round(ds)
     roles = _roles(prep, previous)
     names = sorted(n for n, r in roles.items() if r == "candidate")
