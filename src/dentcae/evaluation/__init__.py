@@ -1,2 +1,3 @@
-"""Scoring in millimetres: metrics (pure functions of predictions and truth), figures (drawn from
-arrays, no nets) and evaluate (a checkpoint on a split: predictions.csv, summary.json, results.md)."""
+"""Scoring in millimetres: metrics (pure functions of predictions and truth), annotators and
+cephalometry, and evaluate (a checkpoint on a split: predictions.csv, summary.json, results.md; its
+figures drawn by dentcae/figures.py)."""

@@ -5,7 +5,7 @@
 
 Landmarks come from inference/detector.py's Detector run on each test image as `dentcae predict`
 runs it (the same decoded coordinates, by construction: test-time views and ensembles included),
-scoring is metrics.py's (pure), drawing figures.py's; this module joins them. Predictions are in
+scoring is metrics.py's (pure), drawing dentcae/figures.py's; this module joins them. Predictions are in
 original-image pixels and compared with the annotations of landmarks.csv; confidence, spread and
 flags (inference/calibration.py) are scored against the errors. Writes predictions.csv,
 summary.json, results.md, detections.png and error_cdf.png into the run folder (or `out`).
