@@ -29,7 +29,7 @@ def test_on_image_and_confidence():
 
 def test_spread_keeps_each_landmarks_agreeing_share():
     spread = np.array([[0.1, 5.0], [0.2, 4.0], [0.3, 3.0], [0.4, 2.0], [0.5, np.nan]])
-    keep = spread_rule(spread, 0.5)
+    keep = spread_rule(spread, 0.5)[0]
     # landmark 0: the 2 of 5 smallest (the 'lower' 50 % quantile is 0.3: three kept); landmark 1: of 4 finite
     assert keep[:, 0].tolist() == [True, True, True, False, False]
     assert keep[:, 1].tolist() == [False, False, True, True, False]
@@ -81,7 +81,7 @@ def test_choose_applies_every_listed_filter_and_nothing_else():
                                                   "min_confidence": 0.3, "spread_keep": 0.5}), None, labelled, [1.0] * 6, 6)
     conf = np.stack([guesses[n].confidence for n in names])
     spread = np.stack([guesses[n].spread_mm for n in names])
-    expected = (conf >= 0.3) & spread_rule(spread, 0.5)
+    expected = (conf >= 0.3) & spread_rule(spread, 0.5)[0]
     assert np.array_equal(both["keep"], expected)
     assert set(both["passes"]) == {"on_image", "spread", "confidence"}
     for i, n in enumerate(names):

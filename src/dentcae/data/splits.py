@@ -84,3 +84,23 @@ def assign_splits(rows, pc, label_budget=None):
         r["reg_train"] = int(bool(r["annotated"]) and not tested[id(r)] and id(r) not in dropped
                              and r["group"] in labelled)
     return leaked
+
+
+def sample_roles(samples, leaks=(), relabel=()):
+    """{image: "labelled" | "test" | "candidate"} of prepared-sample rows: test (in a test split or
+    pinned to one: never to be read by anything that learns), labelled (its labels train), or a
+    candidate (a training image without labels here: unannotated, or withheld by the label budget).
+    A `leaks` image (one radiograph with a test image) is never a candidate; a `relabel` image
+    (pseudo-labelled in an earlier round) is a candidate again."""
+    roles = {}
+    for s in samples:
+        role = "test" if int(s["reg_test"]) or is_test(s["pin"]) else \
+            "labelled" if int(s["reg_train"]) and s["image"] not in relabel else "candidate"
+        if roles.get(s["image"]) not in ("test", "labelled"):
+            roles[s["image"]] = role
+    return {name: role for name, role in roles.items() if not (role == "candidate" and name in set(leaks))}
+
+
+def prepared_roles(prep, relabel=()):
+    """sample_roles of a run's Prepared data, its recorded leaks left out."""
+    return sample_roles(prep.samples(), (prep.meta.get("leaks") or {}).get("images") or [], relabel)

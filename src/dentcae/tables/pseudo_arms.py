@@ -72,13 +72,12 @@ def report_fields(report):
     """What a table keeps of pseudo.json: how many landmarks were kept and how accurate they were."""
     acc = report["accuracy_on_withheld_labels"]
     return {"round": report.get("round", 1), "threshold": report["threshold"],
-            "teachers": len(report.get("source_runs") or [report.get("source_run")]),
-            "filters": (report.get("settings") or {}).get("filters"),
+            "teachers": len(report["source_runs"]), "filters": report["settings"]["filters"],
             "candidate_images": report["images"]["candidate"],
             "kept_fraction": report["kept_fraction"], "kept_landmarks": acc["kept_landmarks"],
             "withheld_label_images": acc["images"], "kept_mre_mm": acc["kept_mre_mm"],
             "rejected_mre_mm": acc["rejected_mre_mm"], "kept_within_2mm": acc["kept_within_2mm"],
-            "filter_curves": report.get("filter_curves_on_withheld_labels")}
+            "filter_curves": report["filter_curves_on_withheld_labels"]}
 
 
 def _curve_cells(curves):
@@ -100,7 +99,7 @@ def report_lines(labels, reports):
     for key, per_repeat in reports.items():
         for r, f in enumerate(per_repeat):
             within = "n/a" if f["kept_within_2mm"] is None else f"{100 * f['kept_within_2mm']:.1f}%"
-            lines.append(f"| {labels[key]} | {r} | {f.get('teachers', 1)} | {', '.join(f.get('filters') or ['confidence'])} | "
+            lines.append(f"| {labels[key]} | {r} | {f['teachers']} | {', '.join(f['filters'])} | "
                          f"{f['candidate_images']} | {100 * f['kept_fraction']:.1f}% | {mm(f['kept_mre_mm'])} | {within} | "
-                         f"{mm(f['rejected_mre_mm'])} | {_curve_cells(f.get('filter_curves'))} |")
+                         f"{mm(f['rejected_mre_mm'])} | {_curve_cells(f['filter_curves'])} |")
     return "\n".join(lines) + "\n"

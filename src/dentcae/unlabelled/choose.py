@@ -16,7 +16,7 @@ import copy
 import numpy as np
 
 from ..pseudo_settings import PSEUDO_LABELS, pseudo_label_problem
-from .filters import confidence_rule, on_image, shape_rule, spread_rule, spread_thresholds
+from .filters import confidence_rule, on_image, shape_rule, spread_rule
 
 DEFAULTS = copy.deepcopy(PSEUDO_LABELS)
 
@@ -55,8 +55,8 @@ def choose(guesses, names, settings, threshold, labelled_mm, spacings, k):
     if "confidence" in use:
         passes["confidence"] = confidence_rule(conf, t)
     if "spread" in use:
-        passes["spread"] = spread_rule(spread, settings["spread_keep"])
-        thresholds["spread_mm"] = [float(v) for v in spread_thresholds(spread, settings["spread_keep"])]
+        passes["spread"], limit = spread_rule(spread, settings["spread_keep"])
+        thresholds["spread_mm"] = [float(v) for v in limit]
     residual = np.full(conf.shape, np.nan)
     if len(labelled_mm) >= 4:
         shape_ok, residual, limit = shape_rule(mm, labelled_mm, settings["shape_quantile"])

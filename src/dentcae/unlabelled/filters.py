@@ -2,7 +2,7 @@
 
     keep = on_image(points, shape)                                  # (L,) inside the image
     keep &= confidence_rule(confidence, threshold)                  # the head's peak height
-    keep &= spread_rule(spreads_mm, keep_share=0.7)[i]              # teachers and views agree
+    keep &= spread_rule(spreads_mm, keep_share=0.7)[0][i]           # teachers and views agree
     model = ShapeModel.fit(labelled_shapes_mm)                      # the labelled shapes' model
     keep &= model.residuals(shape_mm) <= model.loo_thresholds(0.95) # the shape fits it
 
@@ -18,6 +18,7 @@ The threshold of landmark k is the `quantile` of the residuals the labelled shap
 when each is left out of the model (leave-one-out): the labelled images' own held-out folds.
 """
 import numpy as np
+
 VARIANCE = 0.95         # the share of the labelled shapes' variance the shape model's modes keep
 CLIP_SD = 3.0           # mode coefficients are clipped to +- this many sd
 
@@ -44,9 +45,11 @@ def spread_thresholds(spreads_mm, keep_share):
 
 
 def spread_rule(spreads_mm, keep_share):
-    """(N, L) of (N, L) spreads: each landmark's `keep_share` of images with the smallest spread."""
+    """((N, L) of (N, L) spreads: each landmark's `keep_share` of images with the smallest spread;
+    the (L,) thresholds)."""
     s = np.asarray(spreads_mm, float)
-    return np.isfinite(s) & (s <= spread_thresholds(s, keep_share)[None])
+    limit = spread_thresholds(s, keep_share)
+    return np.isfinite(s) & (s <= limit[None]), limit
 
 
 def _similarity(shape, target):

@@ -32,9 +32,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..config import load_config
 from ..data.dataset import load_dataset, select_landmarks
 from ..data.landmarks_csv import is_test
 from ..data.prepare import configured_dataset
+from ..data.splits import prepared_roles
 from ..inference.runs import weights_stamp
 from ..runtime.atomic import staged_folder
 from ..runtime.yamlio import read_yaml_mapping
@@ -47,22 +49,6 @@ def _previous_round(ds):
     """pseudo.json of a dataset this command wrote (the run trained on pseudo-labels), else None."""
     path = ds.root / "pseudo.json"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _roles(prep, previous):
-    """{image: "labelled" | "test" | "candidate"} of a run's prepared data; leaked images are left out.
-    On a pseudo-labelled dataset (`previous`: its pseudo.json) its pseudo-labelled images are
-    candidates again: a new round labels them anew from the real labels alone."""
-    leaks = set((prep.meta.get("leaks") or {}).get("images") or [])
-    again = set((previous or {}).get("candidates") or [])
-    roles = {}
-    for s in prep.samples():
-        role = "test" if int(s["reg_test"]) or is_test(s["pin"]) else \
-            "labelled" if int(s["reg_train"]) and s["image"] not in again else "candidate"
-        if roles.get(s["image"]) in ("test", "labelled"):
-            continue
-        roles[s["image"]] = role
-    return {name: role for name, role in roles.items() if not (role == "candidate" and name in leaks)}
 
 
 def _truth(ds, previous):
@@ -143,7 +129,6 @@ def _report(runs, model, ds, previous, settings, roles, chosen, withheld):
     mask = chosen["keep"]
     return {"round": (previous or {}).get("round", 0) + 1, "source_runs": [str(Path(r).resolve()) for r in runs],
             "source_run": str(Path(runs[0]).resolve()),
-            "source_weights_sha256": weights_stamp(model.members[0].nets),
             "teachers_weights_sha256": [weights_stamp(m.nets) for m in model.members],
             "source_dataset": str(ds.root), "truth_dataset": (previous or {}).get("truth_dataset", str(ds.root)),
             "truth_landmarks": (previous or {}).get("truth_landmarks", model.cfg["dataset"]["landmarks"]),
@@ -156,11 +141,11 @@ def _report(runs, model, ds, previous, settings, roles, chosen, withheld):
             "filter_curves_on_withheld_labels": filter_curves(chosen, withheld)}
 
 
-def _check_out(out, runs, ds):
+def _check_out(out, runs, dataset_root):
     """The new folder may not be, hold or lie inside the dataset it reads or a teacher's run folder:
     the next run would read its copies (test images among them) as part of its own data."""
     out = out.resolve()
-    for what, folder in [("the teachers' dataset", ds.root)] + [("the teacher run", r) for r in runs]:
+    for what, folder in [("the teachers' dataset", dataset_root)] + [("the teacher run", r) for r in runs]:
         folder = Path(folder).resolve()
         if out == folder or folder in out.parents or out in folder.parents:
             raise ValueError(f"--out {out} is, holds or lies inside {what} {folder}; choose a folder outside it")
@@ -174,16 +159,16 @@ def pseudo_label(runs, out, settings=None, progress=True, gpu=None):
     out = Path(out)
     if out.exists():
         raise ValueError(f"{out} exists; choose a new folder")
+    _check_out(out, runs, load_config(Path(runs[0]) / "config.yaml")["dataset"]["root"])
     need_threshold = "confidence" in settings["filters"] and settings["min_confidence"] is None
     model, prep = teacher_model(runs, settings["views"], settings["refine_views"], calibrate=need_threshold,
                                 progress=progress, gpu=gpu)
-    if "confidence" in settings["filters"] and model.threshold is None and settings["min_confidence"] is None:
+    if need_threshold and model.threshold is None:
         raise ValueError(f"{runs[0]}: its head gives no confidence, so the confidence filter cannot choose "
                          "(heatmap head only; or leave 'confidence' out of the filters)")
     ds = configured_dataset(model.cfg)
-    _check_out(out, runs, ds)
     recs, previous = {r.name: r for r in ds.images}, _previous_round(ds)
-    roles = _roles(prep, previous)
+    roles = prepared_roles(prep, (previous or {}).get("candidates") or ())   # earlier rounds' candidates again
     names = sorted(n for n, r in roles.items() if r == "candidate")
     guesses = label_images(model, [recs[n] for n in names], progress, gpu)
     chosen = choose(guesses, names, settings, model.threshold, _labelled_shapes_mm(recs, roles),

@@ -24,16 +24,12 @@ CRITERIA = {"confidence": ("confidence", -1), "spread": ("spread_mm", 1), "shape
 
 def _errors_mm(chosen, withheld):
     """(N, L) the candidates' distance from their withheld real labels (NaN without one), in mm."""
-    spacing = _spacings(chosen)
+    spacing = chosen["spacings"]
     err = np.full(chosen["keep"].shape, np.nan)
     for i, name in enumerate(chosen["names"]):
         if name in withheld:
             err[i] = np.linalg.norm(chosen["points"][i] - withheld[name], axis=1) * spacing[i]
     return err
-
-
-def _spacings(chosen):
-    return chosen.get("spacings", np.ones(len(chosen["names"])))
 
 
 def _mean(v):

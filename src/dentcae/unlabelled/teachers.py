@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from ..config import load_config, with_overrides
 from ..data.dataset import read_image
-from ..data.landmarks_csv import is_test
 from ..data.prepare import prepare
+from ..data.splits import prepared_roles
 from ..inference.detector import Detector
 from ..inference.model import ModelError
 from ..inference.runs import run_model
@@ -35,9 +35,8 @@ class Guess:
 
 def _sides(prep):
     """(labelled training images, test images) of a run's prepared data."""
-    rows = prep.samples()
-    test = {s["image"] for s in rows if int(s["reg_test"]) or is_test(s["pin"])}
-    return {s["image"] for s in rows if int(s["reg_train"])} - test, test
+    roles = prepared_roles(prep)
+    return ({n for n, r in roles.items() if r == "labelled"}, {n for n, r in roles.items() if r == "test"})
 
 
 def _teacher_cfg(run, views, refine_views):

@@ -24,7 +24,7 @@ from ...codecs import heatmap as codec
 from ...data.augment import DEFAULTS as AUGMENT_DEFAULTS, intensity
 from ...data.inputs import to_input
 from ...data.resampled import samples_at
-from ...data.landmarks_csv import is_test
+from ...data.splits import prepared_roles
 from ...runtime.backend import get_caffe
 from ...schema import ConfigError, check_range
 from ...views import labels_to_view, view_matrix, warp
@@ -52,9 +52,8 @@ def check_config(cfg):
 
 def unlabelled_rows(prep):
     """Prepared-sample rows of the training images that have no label in this run."""
-    leaks = set((prep.meta.get("leaks") or {}).get("images") or [])
-    return [r for r in prep.samples() if not int(r["reg_train"]) and not int(r["reg_test"])
-            and not is_test(r["pin"]) and r["image"] not in leaks]
+    roles = prepared_roles(prep)
+    return [r for r in prep.samples() if roles.get(r["image"]) == "candidate"]
 
 
 def strong_view(rng, c, size):
