@@ -12,6 +12,7 @@
     dentcae export RUN --out BUNDLE [--onnx] a trained detector as one self-contained folder
     dentcae predict MODEL INPUT... --out DIR landmarks, confidence, measurements on new X-rays
     dentcae pseudo-label RUN [RUN ...] --out DIR   a dataset with the teachers' trusted labels on unlabelled images
+    dentcae select DATASET --budget N --out F.csv  which unlabelled X-rays to label first
 """
 import argparse
 import json
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from .config import ConfigError, load_config, with_overrides
 from .data.dataset import DataError
+from .annotation.commands import add_verbs as add_annotation_verbs
 from .deploy.commands import add_verbs as add_deploy_verbs
 from .runtime.backend import CaffeUnavailable
 from .unlabelled.commands import add_verbs as add_unlabelled_verbs
@@ -252,6 +254,7 @@ def build_parser():
     p.set_defaults(fn=cmd_table)
     add_deploy_verbs(sub)
     add_unlabelled_verbs(sub)
+    add_annotation_verbs(sub)
     return ap
 
 

@@ -197,3 +197,16 @@ def plot_kept_error_curves(curves, path, title="Pseudo-labels: share kept agains
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_contact_sheet(images, titles, path, title="", columns=5):
+    """Small grey images in a grid, each titled (`dentcae select`'s chosen X-rays, in order)."""
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = _pyplot().subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, name in zip(axes.ravel(), images, titles):
+        ax.imshow(np.clip(img, 0, 255), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(name, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)

@@ -1,7 +1,6 @@
-"""Every config key: its default and type (SCHEMA, and each plug-in's CONFIG), its range, the
-checks of a resolved config's values, and which keys decide a trained net (training_settings: all
-but the head's test-time keys). An unknown key, a wrong type or a value out of range is a
-ConfigError that names the dotted key.
+"""Every config key: its default and type (SCHEMA, and each plug-in's CONFIG), its range, the checks of
+a resolved config's values, and which keys decide a trained net (training_settings: all but the head's
+test-time keys). An unknown key, a wrong type or a value out of range is a ConfigError naming the key.
 """
 import copy
 import math
@@ -15,9 +14,8 @@ class ConfigError(ValueError):
     pass
 
 
-# The schema is the default config: every allowed key, its default and (by the default) its type.
-# None means "optional, any of the types in OPTIONAL_TYPES". Heads and pre-trainings add their own
-# model keys (schema()).
+# The schema is the default config: every allowed key, its default and (by the default) its type; None
+# means "optional, any of OPTIONAL_TYPES". Heads and pre-trainings add their own model keys (schema()).
 SCHEMA = {
     "name": "run",
     "stage": "finetune",                    # pretrain (trains model.pretext) | finetune (model.head);
@@ -31,6 +29,8 @@ SCHEMA = {
         "landmarks": None,                  # [names]: train and evaluate on these landmarks only
         "label_budget": None,               # N: keep the labels of only N training images (seeded,
                                             # whole groups); the others pre-train, unlabelled
+        "label_selection": "random",        # which N: random (seeded) | kmedoids | kcenter (rules on
+                                            # image descriptors) | a `dentcae select` CSV's order
     },
     "prepare": {
         "input_size": 224,

@@ -185,3 +185,44 @@ def test_a_mangled_model_json_is_refused_by_name_and_overwrite_spares_other_tool
     with pytest.raises(BundleError, match="exists"):
         export_bundle(run, other, overwrite=True)
     assert (other / "weights.bin").read_text() == "theirs"
+
+
+def test_predict_labelme_files_import_back_to_the_predicted_points(heatmap_run, tmp_path):
+    pytest.importorskip("labelme", reason="LabelMe (pip install 'dentcae[dev]') reads the files")
+    from labelme import LabelFile
+    cfg, run, bundle, tmp = heatmap_run
+    images = images_of_test_split(cfg)[:2]
+    rc, out = run_cli("predict", str(bundle.path), *map(str, images), "--out", str(tmp_path / "p"), "--labelme")
+    assert rc == 0, out
+    got = predicted_rows(tmp_path / "p")
+    names = bundle.landmarks
+    for img in images:
+        lf = LabelFile(str(tmp_path / "p/labelme" / f"{img.stem}.json"))
+        flagged = {s["label"] for s in lf.shapes if s["flags"]["check"]}
+        assert flagged == {n for n in names if got[(img.name, n)]["flag"] == "1"}
+    rc, out = run_cli("import", "labelme", str(tmp_path / "p/labelme"), "--landmarks", ",".join(names),
+                      "--spacing", "0.1", "--out", str(tmp_path / "ds"))
+    assert rc == 0, out
+    with open(tmp_path / "ds/landmarks.csv") as fh:
+        rows = {r["image"]: r for r in csv.DictReader(fh)}
+    for img in images:
+        row = rows[f"images/{img.name}"]
+        for i, n in enumerate(names, 1):
+            assert abs(float(row[f"x{i}"]) - float(got[(img.name, n)]["x_px"])) <= 0.001
+            assert abs(float(row[f"y{i}"]) - float(got[(img.name, n)]["y_px"])) <= 0.001
+
+
+def test_select_with_the_detectors_encoder_as_features(heatmap_run, phantom, tmp_path):
+    cfg, run, bundle, tmp = heatmap_run
+    for features in (str(bundle.path), str(run)):
+        out = tmp_path / f"sel_{len(features)}.csv"
+        rc, text = run_cli("select", str(phantom), "--budget", "3", "--out", str(out), "--features", features)
+        assert rc == 0, text
+        with open(out) as fh:
+            rows = list(csv.DictReader(fh))
+        assert 1 <= sum(r["chosen"] == "1" for r in rows) <= 3 and out.with_suffix(".png").is_file()
+    from dentcae.inference.features import encoder_features
+    from dentcae.deploy.bundle import open_model
+    grey = cv2.imread(str(images_of_test_split(cfg)[0]), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    a, b = encoder_features(open_model(bundle.path), [grey, grey[:, ::-1]])
+    assert a.shape == b.shape and abs(np.linalg.norm(a) - 1) < 1e-5 and np.isfinite(a).all()

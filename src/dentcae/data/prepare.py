@@ -9,16 +9,13 @@ aspect-preserving), replicated to 3 channels and mean-subtracted (geometry.py, i
 normalised sample coordinates; the configured head's own targets, if it has any (its `targets`
 hook, asked through the registry), are stored beside them. `augment.copies` > 0 adds transformed
 training copies (augment.py) in reg_train_aug.h5, which reg_train.txt lists after reg_train.h5.
-Splits (splits.py) are seeded and grouped: both halves of an image, and images of one declared group,
-always share a split; landmarks.csv may pin images to train or test. Results are cached under
-prepare.cache_dir by a key of the inputs and settings.
+Splits: splits.py. Results are cached under prepare.cache_dir by a key.
 
-A cache hit costs a key comparison, not a hash of every image: the key hashes the settings, the bytes
-of dataset.yaml and landmarks.csv, and each image's name, size and modification time (as make and git
-notice a changed file). An image that is rewritten, replaced or touched gets another key, so the data
-are prepared again; only a change that keeps both size and modification time (restored on purpose)
-goes unnoticed. The entry's own files are checked by size and modification time, and hashed only when
-their time moved (a copied cache); a truncated or changed entry is rebuilt.
+A cache hit costs a key comparison: the key hashes the settings, the bytes of dataset.yaml and
+landmarks.csv, and each image's name, size and modification time (as make and git notice a change):
+a rewritten, replaced or touched image gets another key, so the data are prepared again (a change
+that keeps both size and time, restored on purpose, goes unnoticed). The entry's own files are
+checked by size and time, hashed only when their time moved (a copied cache); a bad entry is rebuilt.
 """
 import csv
 import hashlib
@@ -37,7 +34,8 @@ from .dataset import DataError, check_landmarks_inside, load_dataset, read_image
 from .geometry import crops_of, cut_sample, resize_sample, to_normalised
 from .inputs import to_input, write_h5
 from .phantom import write_phantom
-from .splits import assign_splits
+from .selection import selection_key
+from .splits import assign_splits, selection_order
 
 IMAGENET_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
 PREPARE_VERSION = "3"   # bump when the output format or the maths change: part of the cache key
@@ -186,7 +184,8 @@ def _write_prepared(out, ds, gray, labels, rows, meta, pc, targets):
 def _settings(cfg):
     """Everything besides the files that decides what prepare writes: part of the cache key."""
     dc = cfg["dataset"]
-    return {**cfg["prepare"], **{k: dc[k] for k in ("skip_bad", "landmarks", "label_budget")}, **label_targets(cfg)[1]}
+    return {**cfg["prepare"], **{k: dc[k] for k in ("skip_bad", "landmarks", "label_budget")}, **label_targets(cfg)[1],
+            **selection_key(dc)}
 
 
 def _fingerprint(path):
@@ -253,7 +252,9 @@ def _build(cfg, ds, key, out, progress, log):
     _check_memory(per_image * len(loaded), pc, per_image * sum(r.annotated for r, _ in loaded), ds)
     partial = cfg["stage"] != "pretrain" and HEADS.get(cfg["model"]["head"]).partial_labels(cfg)
     gray, labels, rows = _make_samples(ds, loaded, pc["input_size"], pc["resize"], partial)
-    leaked = assign_splits(rows, pc, dc["label_budget"])
+    order = selection_order(dc["label_selection"], rows, pc, {r.name: img for r, img in loaded}) \
+        if dc["label_budget"] else None
+    leaked = assign_splits(rows, pc, dc["label_budget"], order)
     train_idx = [r["index"] for r in rows if r["cae_train"]]
     bgr = IMAGENET_BGR_MEAN if pc["mean"] == "imagenet" else [float(gray[train_idx].mean())] * 3
     meta = {"dataset": ds.name, "synthetic": ds.synthetic, "dataset_root": str(ds.root), "layout": ds.layout,

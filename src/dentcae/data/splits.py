@@ -15,6 +15,7 @@ of every training split.
 import numpy as np
 
 from .dataset import DataError, is_test
+from .selection import RULES, fill_budget, image_descriptor, priority_order, read_selection
 
 
 def grouped_split(groups, holdout, seed, folds=0, fold=0):
@@ -40,17 +41,31 @@ def budget_groups(images_by_group, budget, seed):
     group that does not fit ends the run (the budget is missed by less than that group's size)."""
     names = sorted(images_by_group)
     np.random.default_rng(seed).shuffle(names)
+    _check_budget(images_by_group, budget)
+    return set(fill_budget(names, {g: len(v) for g, v in images_by_group.items()}, budget))
+
+
+def _check_budget(images_by_group, budget):
     total = sum(len(v) for v in images_by_group.values())
     if budget > total:
         raise DataError(f"dataset.label_budget is {budget}, but only {total} annotated training images "
                         "are there")
-    kept, count = set(), 0
-    for g in names:
-        if count + len(images_by_group[g]) > budget:
-            break
-        kept.add(g)
-        count += len(images_by_group[g])
-    return kept
+
+
+def selected_groups(images_by_group, budget, order, all_groups):
+    """The groups a selection order (`dentcae select`) labels within `budget` images: its first
+    groups that fit (nested, as budget_groups). A group it names before the budget is filled that
+    holds no labelled training image here (a test image, an unannotated or unknown one) is an error
+    naming it."""
+    _check_budget(images_by_group, budget)
+    kept = fill_budget(order, {g: len(images_by_group.get(g, ())) for g in order}, budget)
+    for g in kept:
+        if g not in images_by_group:
+            why = "is in a test split, left out of training or unannotated" if g in all_groups else \
+                "is not in this dataset"
+            raise DataError(f"dataset.label_selection lists group {g!r}, which {why}: a selection must "
+                            "name this dataset's annotated training images (`dentcae select`)")
+    return set(kept)
 
 
 def leaks(rows, tested):
@@ -59,10 +74,11 @@ def leaks(rows, tested):
     return [r for r in rows if not tested(r) and r["group"] in test_groups]
 
 
-def assign_splits(rows, pc, label_budget=None):
+def assign_splits(rows, pc, label_budget=None, order=None):
     """Set cae_train, cae_test, reg_train and reg_test (0/1) on every sample row, in place; returns
     the leaking rows (kept, or left out of training with prepare.test_duplicates: drop).
-    Rows need: group, annotated, image and pin ("train", a test set, or "")."""
+    Rows need: group, annotated, image and pin ("train", a test set, or ""). `order`: the groups to
+    label first (a selection, data/selection.py) instead of the seeded random order of the budget."""
     free = [r for r in rows if not is_test(r["pin"])]
     cae_held = grouped_split([r["group"] for r in free], pc["cae_holdout"], pc["split_seed"])
     unpinned = [r for r in rows if r["annotated"] and not r["pin"]]
@@ -75,7 +91,9 @@ def assign_splits(rows, pc, label_budget=None):
     by_group = {}
     for r in candidates:
         by_group.setdefault(r["group"], set()).add(r["image"])
-    labelled = set(by_group) if label_budget is None else budget_groups(by_group, label_budget, pc["split_seed"] + 2)
+    labelled = set(by_group) if label_budget is None else \
+        budget_groups(by_group, label_budget, pc["split_seed"] + 2) if order is None else \
+        selected_groups(by_group, label_budget, list(order), {r["group"] for r in rows})
     for r in rows:
         trains = not is_test(r["pin"]) and id(r) not in dropped
         r["cae_test"] = int(trains and r["group"] in cae_held)
@@ -104,3 +122,21 @@ def sample_roles(samples, leaks=(), relabel=()):
 def prepared_roles(prep, relabel=()):
     """sample_roles of a run's Prepared data, its recorded leaks left out."""
     return sample_roles(prep.samples(), (prep.meta.get("leaks") or {}).get("images") or [], relabel)
+
+
+def selection_order(selection, rows, pc, greys):
+    """The label order of `dataset.label_selection`: None for `random` (budget_groups' seeded order),
+    a `dentcae select` CSV's order, or a rule's (data/selection.py) over the annotated training
+    images' descriptors. `greys`: {image name: grey pixels}."""
+    if selection == "random":
+        return None
+    if selection not in RULES:
+        return read_selection(selection)
+    probe = [dict(r) for r in rows]
+    assign_splits(probe, pc)
+    images = {}
+    for r in probe:
+        if r["reg_train"]:
+            images.setdefault(r["group"], set()).add(r["image"])
+    feats = {g: np.mean([image_descriptor(greys[n]) for n in sorted(names)], 0) for g, names in images.items()}
+    return priority_order(feats, rule=selection)

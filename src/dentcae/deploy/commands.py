@@ -18,7 +18,8 @@ def cmd_export(args):
 def cmd_predict(args):
     from .predict import predict_images
     report = predict_images(args.model, args.inputs, args.out, spacing=args.spacing, backend=args.backend,
-                            gpu=args.gpu, overlays=not args.no_overlays)
+                            gpu=args.gpu, overlays=not args.no_overlays,
+                            labelme=args.labelme or args.labelme_embed, embed=args.labelme_embed)
     for warning in report["warnings"]:
         print(f"warning: {warning}")
     rate = report["images"] / max(report["seconds"], 1e-9)
@@ -60,4 +61,9 @@ def add_verbs(sub):
                    help="caffe (default) or onnx (ONNX Runtime on the CPU; needs a bundle exported with --onnx)")
     p.add_argument("--gpu", type=int, default=None, metavar="N", help="Caffe on CUDA device N")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay pictures")
+    p.add_argument("--labelme", action="store_true",
+                   help="also write OUT/labelme/: one LabelMe file per image with the image beside it, flagged "
+                   "landmarks marked `check`, to correct in LabelMe and read back with `dentcae import labelme`")
+    p.add_argument("--labelme-embed", action="store_true",
+                   help="as --labelme, with each image also inside its LabelMe file (imageData)")
     p.set_defaults(fn=cmd_predict)

@@ -5,7 +5,8 @@
 Writes into `out`: predictions.csv (a row per image and landmark: pixels, millimetres when the spacing
 is known, confidence, flag, then the spread of the members' and views' estimates in mm and pixels;
 the first eight columns keep their order), predictions.json (the same per image, with the spacing and its source,
-the warnings and the model), overlays/<image>.png, measurements.csv (the ISBI 2015 challenge's 8
+the warnings and the model), overlays/<image>.png, labelme/<image>.json with the image beside it
+(with `labelme`: LabelMe files to correct, deploy/labelme.py), measurements.csv (the ISBI 2015 challenge's 8
 measurements and their classes, when the model's landmarks include those they need; a note in
 predictions.json otherwise) and errors.csv (every input that could not be read or predicted, with
 the reason; the others go on). Each file is written whole (temporary name, then renamed).
@@ -25,6 +26,7 @@ from ..inference.calibration import flags
 from ..inference.detector import Detector
 from .bundle import open_model
 from .images import list_inputs, read_xray
+from .labelme import labelme_stems, write_labelme
 from .overlay import draw_overlay
 
 FIELDS = ["image", "landmark", "x_px", "y_px", "x_mm", "y_mm", "confidence", "flag", "spread_mm", "spread_px"]
@@ -81,8 +83,8 @@ def _measurements(model, rec):
             for m in cephalometry.ORDER]
 
 
-def _write_overlay(out, rec, xray, model):
-    path = out / "overlays" / Path(rec["image"]).with_suffix(".png")
+def _write_overlay(out, stem, rec, xray, model):
+    path = out / "overlays" / f"{stem}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     pts = [(m["x_px"], m["y_px"]) for m in rec["landmarks"]]
     picture = draw_overlay(xray.grey, pts, model.landmarks, [m["flag"] for m in rec["landmarks"]], rec["image"])
@@ -113,8 +115,10 @@ def _files(model, out, records, errors, measure):
     write_csv_atomic(out / "errors.csv", [["image", "error"]] + errors)
 
 
-def predict_images(model_path, inputs, out, spacing=None, backend="caffe", gpu=None, overlays=True):
-    """Predict every input image; returns {"images", "failed", "seconds", "out"}."""
+def predict_images(model_path, inputs, out, spacing=None, backend="caffe", gpu=None, overlays=True,
+                   labelme=False, embed=False):
+    """Predict every input image; returns {"images", "failed", "seconds", "out"}. `labelme`: also
+    LabelMe files to correct (`embed`: with the image inside each)."""
     check_out(out, inputs)
     model = open_model(model_path)
     files = list_inputs(inputs)
@@ -123,6 +127,7 @@ def predict_images(model_path, inputs, out, spacing=None, backend="caffe", gpu=N
     detector, out = Detector(model, backend, gpu), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     measure = cephalometry.has_landmarks(model.landmarks)
+    stems = labelme_stems([name for _, name in files])
     records, errors, start = [], [], time.time()
     bar = tqdm(files, desc="predict", unit="image")
     for path, name in bar:
@@ -138,7 +143,9 @@ def predict_images(model_path, inputs, out, spacing=None, backend="caffe", gpu=N
             xray.warnings.append("no pixel spacing (none in the file, no --spacing): coordinates in pixels only")
         records.append(_image_record(model, name, xray, found))
         if overlays:
-            _write_overlay(out, records[-1], xray, model)
+            _write_overlay(out, stems[name], records[-1], xray, model)
+        if labelme:
+            write_labelme(out / "labelme", stems[name], records[-1], path, xray, model.name, embed)
         bar.set_postfix(images_per_s=f"{len(records) / max(time.time() - start, 1e-9):.2f}")
     seconds = time.time() - start
     _files(model, out, records, errors, measure)

@@ -75,14 +75,24 @@ def predict(deploy, weights, data, batch=16):
     return run_net(load_net(deploy, weights), data, batch)
 
 
-def run_net(net, data, batch=16):
-    """Forward arrays through a loaded deploy net in batches; its first output, one row per sample."""
-    out_name = net.outputs[0]
+def run_net(net, data, batch=16, blob=None):
+    """Forward arrays through a loaded deploy net in batches; its first output (or the blob `blob`),
+    one row per sample."""
+    out_name = blob or net.outputs[0]
     outs = []
     for i in range(0, len(data), batch):
         chunk = data[i:i + batch]
         net.blobs["data"].reshape(*chunk.shape)
         net.blobs["data"].data[...] = chunk
-        outs.append(net.forward()[out_name].copy())
+        net.forward()
+        outs.append(net.blobs[out_name].data.copy())
     return np.concatenate(outs)
+
+
+def deepest_map(net):
+    """The name of a net's deepest feature map: of its 4-D blobs, the one with the fewest positions
+    (the last such: the encoder's end, before a decoder grows them again)."""
+    maps = [(name, b.data.shape) for name, b in net.blobs.items() if b.data.ndim == 4 and name != "data"]
+    fewest = min(h * w for _, (_, _, h, w) in maps)
+    return [name for name, (_, _, h, w) in maps if h * w == fewest][-1]
 

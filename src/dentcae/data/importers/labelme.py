@@ -3,7 +3,8 @@
     import_labelme("annotations/", "data/mine", landmarks=["S", "N"], spacing=0.1, names=["sella", "nasion"])
 
 Every *.json under SRC is one image. The image is `imagePath` relative to the JSON when that file
-exists inside SRC; otherwise the embedded base64 `imageData`, written out as PNG. `landmarks` names the
+exists inside SRC (as the path is written: a link inside SRC may point elsewhere, as those `dentcae
+predict --labelme` writes do); otherwise the embedded base64 `imageData`, written out as PNG. `landmarks` names the
 point labels to keep, in order (`names` renames them). A label given twice, or a requested label
 missing, is an error naming the file and the label; with `skip_bad` that image stays in the dataset
 unannotated (it still serves pre-training) and import.json says why.
@@ -11,6 +12,7 @@ unannotated (it still serves pre-training) and import.json says why.
 import base64
 import binascii
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -23,7 +25,10 @@ from .common import DatasetWriter, check_inside, check_spacing, image_size, regu
 def _points(doc, landmarks, where):
     """(K, 2) points of the requested labels in one LabelMe document."""
     found = {}
-    for shape in doc.get("shapes") or []:
+    for i, shape in enumerate(doc.get("shapes") or []):
+        if not isinstance(shape, dict) or not isinstance(shape.get("label"), str):
+            raise DataError(f"{where}: shapes[{i}] is not a LabelMe shape (an object with a text 'label'), "
+                            f"got {json.dumps(shape)[:80]}")
         if shape.get("shape_type", "point") != "point" or shape.get("label") not in landmarks:
             continue
         label = shape["label"]
@@ -44,15 +49,15 @@ def _points(doc, landmarks, where):
 def _image(doc, json_path, src, where):
     """('file', path) when imagePath exists inside SRC, else ('png', PNG bytes) from imageData."""
     rel = doc.get("imagePath")
-    if rel:
-        path = (json_path.parent / rel.replace("\\", "/")).resolve()
-        if path.is_relative_to(src.resolve()) and path.is_file():
+    if rel:       # inside SRC as written (a link there to an X-ray elsewhere is the user's, and fine)
+        path = Path(os.path.normpath(json_path.absolute().parent / rel.replace("\\", "/")))
+        if path.is_relative_to(Path(os.path.normpath(src.absolute()))) and path.is_file():
             return "file", path
     if doc.get("imageData") is not None:
         if not isinstance(doc["imageData"], str):
             raise DataError(f"{where}: imageData must be a base64 text, got {type(doc['imageData']).__name__}")
         try:
-            raw = base64.b64decode(doc["imageData"], validate=True)
+            raw = base64.b64decode("".join(doc["imageData"].split()), validate=True)   # MIME line breaks too
         except (binascii.Error, ValueError):
             raise DataError(f"{where}: imageData is not valid base64") from None
         img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
