@@ -202,7 +202,8 @@ def plot_kept_error_curves(curves, path, title="Pseudo-labels: share kept agains
 def plot_contact_sheet(images, titles, path, title="", columns=5):
     """Small grey images in a grid, each titled (`dentcae select`'s chosen X-rays, in order)."""
     rows = max(1, -(-len(images) // columns))
-    fig, axes = _pyplot().subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), squeeze=False)
+    aspect = float(np.mean([np.shape(i)[0] / np.shape(i)[1] for i in images])) if len(images) else 1.0
+    fig, axes = _pyplot().subplots(rows, columns, figsize=(2.2 * columns, (2.2 * aspect + 0.4) * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, img, name in zip(axes.ravel(), images, titles):
