@@ -274,6 +274,10 @@ def main(argv=None):
     except ValueError as e:
         print(f"dentcae {args.verb}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:       # a full disk, a permission: what was being written is left out whole
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"dentcae {args.verb}: error: {where}{e.strerror or e} (nothing half-written was kept)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

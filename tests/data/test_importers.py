@@ -289,3 +289,22 @@ def test_import_the_complete_isbi_set_with_both_annotators_and_its_leaks(tmp_pat
     assert drop.meta["labelled_train_images"] == folders["TrainingData"] - len(leaking)
     cfg["dataset"]["label_budget"] = 54
     assert prepare(cfg).meta["labelled_train_images"] == 54
+
+
+@pytest.mark.parametrize("annotator", ["junior", "mean"])
+def test_an_annotator_whose_folder_is_missing_is_refused_by_name(tmp_path, quiet, annotator):
+    src = _isbi(tmp_path)                                  # senior only
+    with pytest.raises(DataError, match=rf"--annotator {annotator} needs .*400_junior is not there"):
+        import_isbi2015(src, tmp_path / "out", spacing=0.3, annotator=annotator, log=quiet)
+    assert not (tmp_path / "out").exists()
+
+
+def test_duplicate_chains_form_one_group_and_ids_match_however_padded(tmp_path, quiet):
+    src = _isbi(tmp_path)
+    _png(src / "RawImage/TrainingData/003.png")
+    _write_points(src / "AnnotationsByMD/400_senior/003.txt", _points(3))
+    (src / "duplicates.csv").write_text("id_a,id_b\n1,002\n002,151\n003,9\n")    # 001=002=151; 9 is not here
+    import_isbi2015(src, tmp_path / "out", spacing=0.3, log=quiet)
+    with open(tmp_path / "out/landmarks.csv") as fh:
+        groups = {Path(r["image"]).stem: r["group"] for r in csv.DictReader(fh)}
+    assert groups == {"001": "001", "002": "001", "151": "001", "003": "003"}

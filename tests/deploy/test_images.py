@@ -70,3 +70,60 @@ def test_inputs_are_files_folders_and_globs_with_unique_names(tmp_path, grey):
     assert names == ["a.png", "noext", "sub/b.tif", "c.png", "a~2.png"]
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         list_inputs([str(tmp_path / "nothing-here*")])
+
+
+@pytest.mark.parametrize("value, message", [([0.1], "must hold two numbers"), (0.1, "must hold two numbers"),
+                                            (["inf", "inf"], "must be finite and > 0"), ([0, 0.1], "must be finite and > 0")])
+def test_a_dicom_spacing_that_is_not_two_finite_positive_numbers_is_refused_by_name(tmp_path, grey, value, message):
+    import pydicom
+    path = write_dicom(tmp_path / "s.dcm", grey)
+    ds = pydicom.dcmread(path)
+    ds.PixelSpacing = value
+    ds.save_as(path)
+    with pytest.raises(DataError, match=rf"s.dcm: PixelSpacing {message}"):
+        read_xray(path)
+
+
+def test_non_finite_pixels_tiny_images_and_dark_16_bit_data(tmp_path, grey):
+    cv2.imwrite(str(tmp_path / "nan.tiff"), np.where(grey > 100, np.nan, grey).astype(np.float32))
+    with pytest.raises(DataError, match=r"nan.tiff: \d+ pixels are NaN or infinite"):
+        read_xray(tmp_path / "nan.tiff")
+    for shape in ((1, 1), (2, 3), (8, 8)):
+        write_dicom(tmp_path / "tiny.dcm", np.zeros(shape, np.uint8))
+        with pytest.raises(DataError, match="too small"):
+            read_xray(tmp_path / "tiny.dcm")
+    cv2.imwrite(str(tmp_path / "twelve.png"), grey.astype(np.uint16) * 16)     # 12-bit data in a 16-bit file
+    assert any("nearly black" in w for w in read_xray(tmp_path / "twelve.png").warnings)
+    assert not read_xray(tmp_path / "full.png" if cv2.imwrite(str(tmp_path / "full.png"), grey.astype(np.uint16) * 257)
+                         else None).warnings
+
+
+def test_linked_folders_are_searched_and_broken_links_reported(tmp_path, grey):
+    (tmp_path / "real").mkdir()
+    cv2.imwrite(str(tmp_path / "real/a.png"), grey)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/linked").symlink_to(tmp_path / "real")
+    (tmp_path / "in/loop").symlink_to(tmp_path / "in")                 # a loop is walked once
+    (tmp_path / "in/broken.png").symlink_to(tmp_path / "gone.png")
+    names = [n for _, n in list_inputs([tmp_path / "in"])]
+    assert names == ["broken.png", "linked/a.png"]
+    with pytest.raises(DataError, match=r"broken.png: a link to .*gone.png, which does not exist"):
+        read_xray(tmp_path / "in/broken.png")
+
+
+def test_predict_outputs_that_are_files_or_hold_inputs_are_refused(tmp_path, grey):
+    from conftest import run_cli
+    from dentcae.deploy.predict import check_out
+    cv2.imwrite(str(tmp_path / "a.png"), grey)
+    (tmp_path / "f.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is a file"):
+        check_out(tmp_path / "f.txt", [tmp_path / "a.png"])
+    with pytest.raises(ValueError, match="holds the input"):
+        check_out(tmp_path, [tmp_path / "a.png"])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other/notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds other files"):
+        check_out(tmp_path / "other", [tmp_path / "a.png"])
+    for bad in ("inf", "1e400", "nan", "-1"):
+        rc, out = run_cli("predict", "m", str(tmp_path / "a.png"), "--out", str(tmp_path / "p"), "--spacing", bad)
+        assert rc == 2 and "finite number of mm per pixel" in out

@@ -137,7 +137,7 @@ def test_unreadable_inputs_go_to_errors_csv_and_the_rest_go_on(heatmap_run, tmp_
     assert [e["image"] for e in errors] == ["broken.png"] and "truncated" in errors[0]["error"]
     assert {k[0] for k in predicted_rows(out)} == {good.name}
     rc, text = run_cli("predict", str(bundle.path), str(tmp_path), "--out", str(tmp_path / "inside"))
-    assert rc == 1 and "inside the input folder" in text
+    assert rc == 1 and "lies inside the input" in text
 
 
 def test_export_refuses_an_existing_folder_its_own_run_and_a_folder_that_is_no_run(heatmap_run):
@@ -226,3 +226,14 @@ def test_select_with_the_detectors_encoder_as_features(heatmap_run, phantom, tmp
     grey = cv2.imread(str(images_of_test_split(cfg)[0]), cv2.IMREAD_GRAYSCALE).astype(np.float32)
     a, b = encoder_features(open_model(bundle.path), [grey, grey[:, ::-1]])
     assert a.shape == b.shape and abs(np.linalg.norm(a) - 1) < 1e-5 and np.isfinite(a).all()
+
+
+def test_predicting_again_into_one_folder_replaces_it_whole(heatmap_run, tmp_path):
+    cfg, run, bundle, tmp = heatmap_run
+    images = images_of_test_split(cfg)
+    out = tmp_path / "p"
+    run_cli("predict", str(bundle.path), *map(str, images), "--out", str(out), "--labelme", check=True)
+    run_cli("predict", str(bundle.path), str(images[0]), "--out", str(out), check=True)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == [f"{images[0].stem}.png"]   # no stale overlays
+    assert not (out / "labelme").exists() and json.loads((out / "predictions.json").read_text())["written_by"] == "dentcae predict"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]                          # no staged leftovers

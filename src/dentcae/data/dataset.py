@@ -202,7 +202,8 @@ def read_image(path):
     least MIN_SIDE pixels."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: image file missing")
+        raise DataError(f"{path}: a link to {os.readlink(path)}, which does not exist" if path.is_symlink()
+                        else f"{path}: image file missing")
     if not path.is_file():
         raise DataError(f"{path}: not a regular file; refusing to read it as an image")
     if path.stat().st_size > MAX_BYTES:
@@ -224,6 +225,9 @@ def read_image(path):
     scale = {np.dtype(np.uint8): 1.0, np.dtype(np.uint16): 255.0 / 65535.0}.get(img.dtype)
     if scale is None:
         img = img.astype(np.float64)
+        if not np.isfinite(img).all():
+            raise DataError(f"{path}: {int((~np.isfinite(img)).sum())} pixels are NaN or infinite; "
+                            "an image must hold finite values")
         lo, hi = float(img.min()), float(img.max())
         return ((img - lo) * (255.0 / (hi - lo or 1.0))).astype(np.float32)
     return (img.astype(np.float32) * np.float32(scale))

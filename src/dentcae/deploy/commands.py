@@ -1,6 +1,7 @@
 """The verbs that use a trained detector: `dentcae export` and `dentcae predict` (cli.py adds them)."""
 import argparse
 import json
+import math
 
 
 def cmd_export(args):
@@ -33,8 +34,8 @@ def _spacing(text):
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"wants mm per pixel > 0, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"wants a finite number of mm per pixel > 0, got {text!r}")
     return value
 
 

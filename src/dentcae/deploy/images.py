@@ -12,15 +12,18 @@ includes the X-ray magnification: a warning says so), `--spacing`, else none (pi
 `--spacing` that disagrees with the file's spacing is ignored, with a warning.
 """
 import glob
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..data.dataset import DataError, read_image
+from ..data.dataset import MIN_SIDE, DataError, read_image
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 DICOM_SUFFIXES = (".dcm", ".dicom")
+DARK = 16.0     # a brightest grey below this (of 255) is warned about: 12-bit data read as 16-bit reach 15.9
 
 
 @dataclass
@@ -34,20 +37,37 @@ class XRay:
 def _is_dicom(path):
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
+    if not path.is_file():              # missing, a broken link, a folder: read_image says which
+        return False
     with open(path, "rb") as fh:
         return fh.read(132)[128:132] == b"DICM"
 
 
+def _walk(folder):
+    """Every file under `folder`, sorted, following linked folders (each real folder once) and
+    keeping broken links (predict reports them in errors.csv instead of skipping them unsaid)."""
+    seen, out = set(), []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        out += [Path(root) / f for f in files]
+    return sorted(out)
+
+
 def list_inputs(inputs):
-    """[(file, name)] of the images named by files, folders (searched recursively: image suffixes,
-    and files without a suffix that are DICOM) and globs; a name is the path below the folder given
+    """[(file, name)] of the images named by files, folders (searched recursively, linked folders
+    too: image suffixes, and files without a suffix that are DICOM) and globs; a name is the path below the folder given
     (or the file's name), unique across the inputs."""
     found = []
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            found += [(f, f.relative_to(path).as_posix()) for f in sorted(path.rglob("*"))
-                      if f.is_file() and (f.suffix.lower() in SUFFIXES or (not f.suffix and _is_dicom(f)))]
+            found += [(f, f.relative_to(path).as_posix()) for f in _walk(path)
+                      if f.suffix.lower() in SUFFIXES or (f.is_file() and not f.suffix and _is_dicom(f))]
         elif path.is_file():
             found.append((path, path.name))
         else:
@@ -87,13 +107,21 @@ def _dicom_grey(ds, path):
     return grey.astype(np.float32)
 
 
-def _dicom_spacing(ds):
-    """((x, y) mm/px, source) of a DICOM dataset, or (None, "none")."""
-    for key, source in (("PixelSpacing", "PixelSpacing"), ("ImagerPixelSpacing", "ImagerPixelSpacing")):
-        if key in ds and ds[key].value:
-            row, col = (float(v) for v in ds[key].value[:2])       # DICOM: row spacing (y) first
-            if row > 0 and col > 0:
-                return (col, row), source
+def _dicom_spacing(ds, path):
+    """((x, y) mm/px, source) of a DICOM dataset, or (None, "none"). A spacing present but not two
+    finite numbers > 0 (row, column) is an error naming the file: its millimetres would be wrong."""
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        if key in ds and ds[key].value not in (None, "", []):
+            value = ds[key].value
+            values = [value] if isinstance(value, (int, float, str, bytes)) else list(value)
+            try:
+                row, col = (float(v) for v in values)       # DICOM: row spacing (y) first
+            except (TypeError, ValueError):
+                raise DataError(f"{path}: {key} must hold two numbers (row, column spacing in mm), "
+                                f"got {[str(v) for v in values]}") from None
+            if not (math.isfinite(row) and math.isfinite(col) and row > 0 and col > 0):
+                raise DataError(f"{path}: {key} must be finite and > 0, got {row:g}, {col:g}")
+            return (col, row), key
     return None, "none"
 
 
@@ -106,7 +134,7 @@ def read_dicom(path):
         ds = pydicom.dcmread(str(path))
     except Exception as e:
         raise DataError(f"{path}: not a readable DICOM file ({e})") from None
-    spacing, source = _dicom_spacing(ds)
+    spacing, source = _dicom_spacing(ds, path)
     return _dicom_grey(ds, path), spacing, source
 
 
@@ -117,7 +145,13 @@ def read_xray(path, spacing=None):
         grey, own, source = read_dicom(path)
     else:
         grey, own, source = read_image(path), None, "none"
+    if min(grey.shape) < MIN_SIDE:
+        raise DataError(f"{path}: {grey.shape[1]}x{grey.shape[0]} px is too small (at least {MIN_SIDE} px a side)")
     xray = XRay(grey)
+    if float(grey.max()) < DARK:
+        xray.warnings.append(f"the image is nearly black (brightest grey {grey.max():.1f} of 255): if it holds 10- or "
+                             "12-bit values in a 16-bit file, rescale it to 16 bits or give the DICOM, or expect "
+                             "wrong landmarks")
     given = None if spacing is None else (float(spacing), float(spacing))
     if own is not None:
         xray.spacing, xray.spacing_source = own, source

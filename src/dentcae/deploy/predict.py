@@ -11,6 +11,7 @@ measurements and their classes, when the model's landmarks include those they ne
 predictions.json otherwise) and errors.csv (every input that could not be read or predicted, with
 the reason; the others go on). Each file is written whole (temporary name, then renamed).
 """
+import errno
 import json
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from ..data.dataset import DataError
 from ..evaluation import cephalometry
-from ..runtime.atomic import atomic_path, write_atomic, write_csv_atomic
+from ..runtime.atomic import atomic_path, staged_folder, write_atomic, write_csv_atomic
 from ..inference.calibration import flags
 from ..inference.detector import Detector
 from .bundle import open_model
@@ -31,6 +32,7 @@ from .overlay import draw_overlay
 
 FIELDS = ["image", "landmark", "x_px", "y_px", "x_mm", "y_mm", "confidence", "flag", "spread_mm", "spread_px"]
 MEASUREMENT_FIELDS = ["image", "measurement", "value", "unit", "class", "meaning"]
+MARKER = "dentcae predict"      # predictions.json says who wrote the folder (only such a folder is replaced)
 FOV_TOLERANCE = 0.35    # warn when a sample's field of view differs more than this from training's
 
 
@@ -92,16 +94,29 @@ def _write_overlay(out, stem, rec, xray, model):
         cv2.imwrite(str(tmp), picture)
 
 
+def _is_prediction(out):
+    """A folder an earlier `dentcae predict` wrote: its predictions.json says so."""
+    try:
+        info = json.loads((Path(out) / "predictions.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and (info.get("written_by") == MARKER or {"model", "images", "backend"} <= set(info))
+
+
 def check_out(out, inputs):
-    """Refuse an output folder that holds something other than an earlier prediction, or that lies
-    inside an input folder (its overlays would be read as inputs next time)."""
+    """Refuse an output that is a file, a folder holding something other than an earlier prediction,
+    or a folder that is, holds or lies inside an input (its overlays would be read as inputs)."""
     out = Path(out)
     for given in inputs:
-        if Path(given).is_dir() and (out.resolve() == Path(given).resolve()
-                                     or Path(given).resolve() in out.resolve().parents):
-            raise ValueError(f"--out {out} lies inside the input folder {given}; choose a folder outside it")
-    if out.exists() and any(out.iterdir()) and not (out / "predictions.json").exists():
-        raise ValueError(f"--out {out} exists and holds other files; choose a new or empty folder")
+        g, o = Path(given).resolve(), out.resolve()
+        if o == g or (g in o.parents and Path(given).is_dir()) or o in g.parents:
+            how = "is" if o == g else "lies inside" if g in o.parents else "holds"
+            raise ValueError(f"--out {out} {how} the input {given}; choose a folder outside the inputs")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder (new, empty, or an earlier prediction's)")
+    if out.is_dir() and any(out.iterdir()) and not _is_prediction(out):
+        raise ValueError(f"--out {out} exists and holds other files; choose a new or empty folder (only an earlier "
+                         "prediction's folder is replaced)")
 
 
 def _files(model, out, records, errors, measure):
@@ -115,26 +130,17 @@ def _files(model, out, records, errors, measure):
     write_csv_atomic(out / "errors.csv", [["image", "error"]] + errors)
 
 
-def predict_images(model_path, inputs, out, spacing=None, backend="caffe", gpu=None, overlays=True,
-                   labelme=False, embed=False):
-    """Predict every input image; returns {"images", "failed", "seconds", "out"}. `labelme`: also
-    LabelMe files to correct (`embed`: with the image inside each)."""
-    check_out(out, inputs)
-    model = open_model(model_path)
-    files = list_inputs(inputs)
-    if not files:
-        raise FileNotFoundError(f"no images among {', '.join(map(str, inputs))} (suffixes: png, jpg, bmp, tif, dcm)")
-    detector, out = Detector(model, backend, gpu), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    measure = cephalometry.has_landmarks(model.landmarks)
-    stems = labelme_stems([name for _, name in files])
-    records, errors, start = [], [], time.time()
+def _predict_all(model, detector, files, out, spacing, overlays, labelme, embed):
+    """(image records, [[name, error]]) of every input, their overlays and LabelMe files into `out`."""
+    stems, records, errors, start = labelme_stems([name for _, name in files]), [], [], time.time()
     bar = tqdm(files, desc="predict", unit="image")
     for path, name in bar:
         try:
             xray = read_xray(path, spacing)
             found = detector(xray.grey)
         except (DataError, OSError, ValueError) as e:
+            if getattr(e, "errno", None) == errno.ENOSPC:
+                raise
             errors.append([name, str(e)])
             continue
         warning = _fov_warning(model, xray)
@@ -147,16 +153,33 @@ def predict_images(model_path, inputs, out, spacing=None, backend="caffe", gpu=N
         if labelme:
             write_labelme(out / "labelme", stems[name], records[-1], path, xray, model.name, embed)
         bar.set_postfix(images_per_s=f"{len(records) / max(time.time() - start, 1e-9):.2f}")
-    seconds = time.time() - start
-    _files(model, out, records, errors, measure)
-    summary = {"model": {"name": model.name, "path": str(model.path), "head": model.info["head"],
-                         "members": len(model.members),
-                         "trained_on": model.info.get("training_data"), "test_metrics": model.info.get("test_metrics"),
-                         "confidence": model.info.get("confidence")},
-               "backend": backend, "images": records, "failed": [{"image": n, "error": e} for n, e in errors],
-               "measurements": "measurements.csv" if measure else
-               "none: the model's landmarks do not include the ISBI 2015 set the 8 measurements need",
-               "seconds": seconds}
-    write_atomic(out / "predictions.json", json.dumps(summary, indent=1))
+    return records, errors
+
+
+def predict_images(model_path, inputs, out, spacing=None, backend="caffe", gpu=None, overlays=True,
+                   labelme=False, embed=False):
+    """Predict every input image into `out`, built in a staged folder and renamed into place when
+    complete (an earlier prediction there is replaced whole; a failure, a full disk among them,
+    leaves it as it was). Returns {"images", "failed", "seconds", "out", "warnings"}. `labelme`: also
+    LabelMe files to correct (`embed`: with the image inside each)."""
+    check_out(out, inputs)
+    model = open_model(model_path)
+    files = list_inputs(inputs)
+    if not files:
+        raise FileNotFoundError(f"no images among {', '.join(map(str, inputs))} (suffixes: png, jpg, bmp, tif, dcm)")
+    detector, measure, start = Detector(model, backend, gpu), cephalometry.has_landmarks(model.landmarks), time.time()
+    with staged_folder(out) as tmp:
+        records, errors = _predict_all(model, detector, files, tmp, spacing, overlays, labelme, embed)
+        seconds = time.time() - start
+        _files(model, tmp, records, errors, measure)
+        summary = {"written_by": MARKER,
+                   "model": {"name": model.name, "path": str(model.path), "head": model.info["head"],
+                             "members": len(model.members), "trained_on": model.info.get("training_data"),
+                             "test_metrics": model.info.get("test_metrics"), "confidence": model.info.get("confidence")},
+                   "backend": backend, "images": records, "failed": [{"image": n, "error": e} for n, e in errors],
+                   "measurements": "measurements.csv" if measure else
+                   "none: the model's landmarks do not include the ISBI 2015 set the 8 measurements need",
+                   "seconds": seconds}
+        write_atomic(tmp / "predictions.json", json.dumps(summary, indent=1))
     return {"images": len(records), "failed": len(errors), "seconds": seconds, "out": str(out),
             "warnings": sorted({w for r in records for w in r["warnings"]})}

@@ -6,6 +6,7 @@
     AnnotationsByMD/400_senior/001.txt         19 lines "x,y" (integers or decimals; lines after the
     AnnotationsByMD/400_junior/001.txt         19th are ignored), pixels of the image as shipped
     duplicates.csv (optional)                  id_a,...,id_b,...: pairs of ids that are one radiograph
+                                               (ids however padded: 7 = 007; chains join into one group)
 
 The challenge's originals are 1935 x 2400 px at 0.1 mm/px (the default spacing); give --spacing for
 resampled copies. landmarks.csv holds the `annotator`'s landmarks (senior, the challenge's ground
@@ -51,9 +52,10 @@ def read_points(path, k=len(LANDMARKS)):
     return np.array(pts)
 
 
-def _read_annotators(src, stems, strict, log):
+def _read_annotators(src, stems, annotator, strict, log):
     """{annotator: {id: (19, 2)}} of every annotator folder present, for the ids of `stems`;
-    refuses two folders that do not annotate the same ids, and no folder at all. Images without an
+    refuses two folders that do not annotate the same ids, no folder at all, and a missing folder
+    the annotator needs (junior: 400_junior; mean: both). Images without an
     annotation and annotations without an image are counted (refused with `strict`)."""
     ids = {}
     for who, folder in FOLDERS.items():
@@ -66,6 +68,11 @@ def _read_annotators(src, stems, strict, log):
                         f"({len(only)} in one only: {', '.join(only[:5])}{', ...' if len(only) > 5 else ''})")
     if not ids:
         raise DataError(f"{src}: no AnnotationsByMD/400_senior or 400_junior folder: no landmarks to import")
+    needed = ("senior", "junior") if annotator == "mean" else (annotator,)
+    missing = [FOLDERS[w] for w in needed if w not in ids]
+    if missing:
+        raise DataError(f"{src / 'AnnotationsByMD'}: --annotator {annotator} needs {' and '.join(FOLDERS[w] for w in needed)}, "
+                        f"but {', '.join(missing)} is not there (present: {', '.join(FOLDERS[w] for w in ids)})")
     marked = set().union(*ids.values())
     _orphans(sorted(stems - marked), sorted(marked - stems), src, strict, log)
     return {who: {s: read_points(src / "AnnotationsByMD" / FOLDERS[who] / f"{s}.txt") for s in stems if s in found}
@@ -93,20 +100,38 @@ def _primary(annotations, stem, annotator):
     return np.mean([annotations[who][stem] for who in found], axis=0), [FOLDERS[who] for who in found]
 
 
+def _stem_of(value, stems):
+    """The image id a duplicates.csv cell names, however its zeros are padded ("7", "007"); None if
+    no image here has it (the list may cover more images than a subset holds)."""
+    value = value.strip()
+    if value in stems:
+        return value
+    by_number = {int(s): s for s in stems if s.isdigit()}
+    return by_number.get(int(value)) if value.isdigit() else None
+
+
 def _duplicate_groups(src, stems):
-    """{id: group} joining the ids of each pair of duplicates.csv whose both ids are here."""
+    """{id: group}: the ids that duplicates.csv pairs, joined transitively (a chain 001=002=003 is
+    one group, named by its smallest id), for the ids here."""
     path = src / "duplicates.csv"
     if not path.is_file():
         return {}
-    groups = {}
+    parent = {}
+
+    def root(x):
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
     with path.open(newline="") as fh:
         for n, row in enumerate(csv.DictReader(fh), start=2):
             a, b = row.get("id_a"), row.get("id_b")
             if not a or not b:
                 raise DataError(f"{path}: row {n}: needs id_a and id_b")
-            if a in stems and b in stems:
-                groups[a] = groups[b] = min(a, b)
-    return groups
+            a, b = _stem_of(a, stems), _stem_of(b, stems)
+            if a and b:
+                ra, rb = root(a), root(b)
+                parent[max(ra, rb)] = min(ra, rb)
+    return {x: root(x) for x in parent}
 
 
 def import_isbi2015(src, out, spacing=0.1, annotator="senior", overwrite=False, strict=False, log=print):
@@ -119,7 +144,7 @@ def import_isbi2015(src, out, spacing=0.1, annotator="senior", overwrite=False, 
     if not images:
         raise DataError(f"{src}: no RawImage/<folder>/NNN.bmp|png images (is this the ISBI 2015 layout?)")
     stems = {p.stem for p in images}
-    annotations, groups = _read_annotators(src, stems, strict, log), _duplicate_groups(src, stems)
+    annotations, groups = _read_annotators(src, stems, annotator, strict, log), _duplicate_groups(src, stems)
     rows, used = [], {}
     with DatasetWriter(src, out, overwrite) as writer:
         for path in images:
