@@ -179,6 +179,10 @@ def _device_list(text):
 
 def cmd_table(args):
     from .tables.run import run_table
+    if args.cpus_per_job is not None and args.ray is None:
+        raise ConfigError("--cpus-per-job applies to --ray jobs only; add --ray (or leave it out)")
+    if args.arms == []:
+        raise ConfigError("--arms names no arm; give the table's arm keys, e.g. --arms scratch,pseudo")
     result = run_table(args.table, repeats=args.repeats, gpu=args.gpu, out=args.out, overrides=args.set,
                        preset=args.preset, gpus=args.gpus, only=args.arms, ray=args.ray,
                        cpus_per_job=args.cpus_per_job)

@@ -199,3 +199,56 @@ def test_a_node_that_cannot_see_runs_dir_fails_clearly_without_hanging(phantom, 
         took = time.time() - started
     assert code != 0 and "does not see the run folders the driver writes" in out, out[-3000:]
     assert "Traceback" not in out and took < 300
+
+
+def _listening(pids):
+    """The local addresses of the TCP sockets in LISTEN state that processes `pids` hold."""
+    inodes = set()
+    for pid in pids:
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:             # 0A: LISTEN
+                found.append(cols[1].split(":")[0][-8:] if width == 32 else cols[1].split(":")[0])
+    return found
+
+
+def _descendants(root):
+    parents = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                parents[int(d)] = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_the_ray_a_table_starts_itself_listens_on_loopback_only(tmp_path):
+    pytest.importorskip("ray")
+    from dentcae.runtime.cluster import RayCluster
+    with RayCluster(tmp_path) as engine:
+        addresses = _listening(_descendants(os.getpid()) | {os.getpid()})
+        assert addresses and set(addresses) == {"0100007F"}, addresses     # 127.0.0.1, as /proc writes it
+        assert "127.0.0.1" in engine.ray.get_runtime_context().gcs_address
+
+
+def test_a_cluster_address_nothing_answers_at_fails_fast_and_table_flags_are_checked(tmp_path):
+    started = time.time()
+    code, out = run_cli("table", "configs/ours/table3.yaml", "--ray", f"127.0.0.1:{_free_port()}")
+    assert code != 0 and "nothing answers there" in out and time.time() - started < 60
+    for args, message in ((["--cpus-per-job", "1"], "--cpus-per-job applies to --ray"),
+                          (["--arms", ""], "--arms names no arm"),
+                          (["--set", "dataset.label_budget=[]"], "give at least one value")):
+        code, out = run_cli("table", "configs/isbi/label_curve.yaml", *args)
+        assert code == 2 and message in out, out

@@ -25,6 +25,7 @@ from .atomic import write_atomic
 
 MARKER = ".dentcae-cluster.json"
 RAY_HINT = "Ray is not installed: pip install 'dentcae[cluster]' (make installs it into .venv)"
+CONNECT_TIMEOUT_S = 15.0        # --ray ADDRESS must answer within this
 
 
 class ClusterError(RuntimeError):
@@ -96,17 +97,14 @@ class RayCluster:
         self.names, self.placements, self.marker = {}, {}, None
 
     def __enter__(self):
-        try:
-            import ray
-        except ImportError:
-            raise ClusterError(RAY_HINT) from None
-        self.ray = ray
+        self.ray = ray = _import_ray(local=self.address is None)
         if self.address is None:         # a new Ray of its own, never one `ray start` left running here
             if self.gpus:           # Ray hands each task one of these; the task sees it as device 0
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
             ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), num_gpus=len(self.gpus),
                      include_dashboard=False, object_store_memory=200 * 2 ** 20, log_to_driver=True)
         else:
+            _check_answers(self.address)
             try:
                 ray.init(address=self.address, log_to_driver=True)
             except (ConnectionError, RuntimeError, ValueError) as e:
@@ -172,6 +170,33 @@ class RayCluster:
             nodes.setdefault(node, []).append(name)
         return {"engine": "ray", "address": self.address or "local", "resources_per_job":
                 {"GPU": 1} if self.gpu_job else {"CPU": self.cpus_per_job}, "runs_by_node": nodes}
+
+
+def _import_ray(local):
+    """Ray, set up so that a Ray started here (local) listens on the loopback interface only: its
+    node address is 127.0.0.1 (Ray then binds every server there), so nothing off this machine can
+    reach it or submit jobs to it. Joining a cluster by address keeps Ray's own choice."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0" if local else "1"
+    try:
+        import ray
+        from ray._private import ray_constants
+    except ImportError:
+        raise ClusterError(RAY_HINT) from None
+    ray_constants.ENABLE_RAY_CLUSTER = not local      # read when Ray picks the node address
+    return ray
+
+
+def _check_answers(address, timeout=CONNECT_TIMEOUT_S):
+    """Refuse, within `timeout` seconds, a cluster address nothing answers at (ray.init would wait)."""
+    host, _, port = str(address).removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except ValueError:
+        raise ClusterError(f"--ray {address}: give the cluster's head as HOST:PORT (e.g. 10.0.0.5:6379)") from None
+    except OSError as e:
+        raise ClusterError(f"--ray {address}: nothing answers there within {timeout:g} s ({e.strerror or e}); "
+                           "start the cluster (`ray start --head`) or check the address") from None
 
 
 def ping(cfg, device):

@@ -113,6 +113,9 @@ def _expand_sweep(path, t, overrides=None):
         values = chosen if isinstance(chosen, list) else [chosen]
     except (KeyError, TypeError):
         pass
+    if not values:
+        raise ConfigError(f"--set {key}=[]: give at least one value of the swept key (or leave it out for all of "
+                          f"{', '.join(map(str, sweep['values']))})")
     shown = lambda v: "all" if v is None else v          # noqa: E731
     arms = [{**arm, "key": f"{arm['key']}_{slug(v)}", "label": f"{arm.get('label', arm['key'])}, {key} = {shown(v)}",
              "set": {**(arm.get("set") or {}), key: v}, "base_key": arm["key"], "sweep_value": v,
