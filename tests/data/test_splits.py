@@ -60,3 +60,29 @@ def test_label_budgets_nest_for_any_group_sizes(seed):
         kept[budget] = {r["image"] for r in rows if r["reg_train"]}
         assert budget - 2 < len(kept[budget]) <= budget and not any(r["reg_train"] for r in rows[100:])
     assert kept[9] <= kept[10] <= kept[25] <= kept[54] <= kept[100]
+
+
+def test_a_process_that_finds_the_cache_entry_being_built_waits_and_reuses_it(phantom, tmp_path):
+    """While one process builds a prepared-data entry (its lock held here), a second waits for it
+    instead of failing (a table's jobs on a cold cache), then builds or reuses it."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT, tiny_config
+    from dentcae.config import load_config
+    from dentcae.data.prepare import prepare
+    from dentcae.runtime.locks import exclusive
+    path = tiny_config(tmp_path, phantom, name="cold")
+    entry = prepare(load_config(path), log=lambda *a: None).dir
+    shutil.rmtree(entry)
+    code = ("from dentcae.config import load_config; from dentcae.data.prepare import prepare; "
+            f"print(prepare(load_config({str(path)!r}), log=lambda *a: None).dir)")
+    with exclusive(entry.parent / f".{entry.name}.lock", "entry", remove=True):
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        assert proc.poll() is None                      # waiting, not failed
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and out.strip() == str(entry), err[-2000:]
+    assert "waiting for prepared-data cache entry" in err

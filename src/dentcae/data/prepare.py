@@ -221,7 +221,7 @@ def prepare(cfg, progress=lambda xs: xs, log=print):
     out = Path(cfg["prepare"]["cache_dir"]) / f"{ds.name}-{key}"
     meta = _intact(out)
     if meta is None:
-        with exclusive(out.parent / f".{out.name}.lock", f"prepared-data cache entry {out}", remove=True):
+        with exclusive(out.parent / f".{out.name}.lock", f"prepared-data cache entry {out}", remove=True, wait=True):
             if _intact(out) is None:                     # another process may have just finished it
                 if out.exists():
                     log(f"prepared data in {out} is incomplete or changed; preparing it again")

@@ -133,7 +133,7 @@ def folder_once(out, what, marker, write):
     """Build the folder `out` once: `write(tmp)` fills a staged folder, renamed to `out` only when
     complete (its `marker` file written last shows it is). Other processes wait on a lock."""
     out = Path(out)
-    with exclusive(out.parent / f".{out.name}.lock", f"{what} {out}", remove=True):
+    with exclusive(out.parent / f".{out.name}.lock", f"{what} {out}", remove=True, wait=True):
         if not (out / marker).exists():
             with staged_folder(out) as tmp:
                 write(tmp)
