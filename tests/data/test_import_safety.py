@@ -101,3 +101,26 @@ def test_labelme_without_landmarks_or_any_annotation_is_refused(tmp_path):
     code, text = run_cli("import", "labelme", str(src), "--out", str(src / "o"), "--landmarks", "X",
                          "--spacing", "0.1")
     assert code == 2 and "lies inside the source folder" in text
+
+
+def test_overwrite_replaces_only_a_folder_whose_import_json_dentcae_wrote(tmp_path, quiet):
+    import json as _json
+    from dentcae.data.dataset import DataError
+    from dentcae.data.importers import import_labelme
+    src = tmp_path / "lm"
+    src.mkdir()
+    import cv2
+    import numpy as np
+    cv2.imwrite(str(src / "a.png"), np.zeros((40, 30), np.uint8))
+    (src / "a.json").write_text(_json.dumps({"shapes": [{"label": "S", "points": [[3, 4]], "shape_type": "point"}],
+                                             "imagePath": "a.png"}))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "import.json").write_text('{"tool": "someone else"}')
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(DataError, match="no import.json of `dentcae import`"):
+        import_labelme(src, other, ["S"], 0.1, overwrite=True, log=quiet)
+    assert (other / "keep.txt").read_text() == "mine"
+    import_labelme(src, tmp_path / "ds", ["S"], 0.1, log=quiet)
+    assert _json.loads((tmp_path / "ds/import.json").read_text())["written_by"] == "dentcae import"
+    import_labelme(src, tmp_path / "ds", ["S"], 0.1, overwrite=True, log=quiet)

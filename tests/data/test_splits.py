@@ -86,3 +86,14 @@ def test_a_process_that_finds_the_cache_entry_being_built_waits_and_reuses_it(ph
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0 and out.strip() == str(entry), err[-2000:]
     assert "waiting for prepared-data cache entry" in err
+
+
+def test_augmenting_a_dataset_without_labelled_images_prepares_it_for_pre_training(tmp_path, quiet):
+    from conftest import tiny
+    from dentcae.data.phantom import write_phantom
+    from dentcae.data.prepare import prepare
+    root = write_phantom(tmp_path / "unlabelled", images=8, annotated=0, seed=1)
+    cfg = tiny(tmp_path, root, stage="pretrain", prepare={"augment": {"copies": 2}})
+    prep = prepare(cfg, log=quiet)
+    assert prep.meta["counts"]["reg_train"] == 0 and prep.meta["counts"]["cae_train"] > 0
+    assert "reg_train_aug" not in prep.meta["counts"]

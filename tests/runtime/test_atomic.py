@@ -18,3 +18,13 @@ def test_a_dead_writers_partial_folder_is_removed_and_a_living_ones_kept(tmp_pat
         (tmp / "done.txt").write_text("ok")
     assert (tmp_path / "entry/done.txt").read_text() == "ok"
     assert not stale.exists() and living.exists()
+
+
+def test_a_temporary_left_by_a_killed_writer_goes_with_the_next_write(tmp_path):
+    from dentcae.runtime.atomic import write_atomic
+    dead = tmp_path / ".plot_detections.tmp999999999.png"         # no such pid: its writer was killed
+    dead.write_bytes(b"half")
+    other = tmp_path / ".plot_other.tmp999999999.png"              # another file's: left alone
+    other.write_bytes(b"half")
+    write_atomic(tmp_path / "plot_detections.png", b"whole")
+    assert not dead.exists() and other.exists() and (tmp_path / "plot_detections.png").read_bytes() == b"whole"

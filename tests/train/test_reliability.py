@@ -260,3 +260,16 @@ def test_a_heatmap_run_without_labelled_training_images_says_so(tmp_path, quiet)
     cfg = tiny(tmp_path, root, model={"head": "heatmap"})
     with pytest.raises(TrainingError, match=r"split 'reg_train' has no samples: fine-tuning needs annotated"):
         train(cfg, log=quiet)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("content", [b"", b"\x0a\x05trunc"])
+def test_an_empty_or_truncated_start_is_refused_before_a_run_folder_is_made(phantom, tmp_path, content):
+    start = tmp_path / "start"
+    start.mkdir()
+    (start / "final.caffemodel").write_bytes(content)
+    (start / "config.yaml").write_text(yaml.safe_dump({"stage": "finetune", "model": {"head": "regression"}}))
+    path = tiny_config(tmp_path, phantom, name="from_start", model={"init": "run", "init_run": str(start)})
+    code, out = run_cli("finetune", "--config", str(path))
+    assert code != 0 and "model.init run:" in out and "Traceback" not in out, out[-2000:]
+    assert not (tmp_path / "runs" / "from_start").exists()

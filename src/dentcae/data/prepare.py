@@ -168,7 +168,7 @@ def _write_prepared(out, ds, gray, labels, rows, meta, pc, targets):
                 raise DataError(f"{ds.root}: split '{split}' would be empty; add images or change holdouts")
             write_h5(tmp / f"{split}.h5", data[idx], labels[idx], targets if split.startswith("reg") else None)
             files = [out / f"{split}.h5"]                      # list files name the final folder
-            if split == "reg_train" and pc["augment"]["copies"]:
+            if split == "reg_train" and pc["augment"]["copies"] and idx:     # nothing labelled: nothing to copy
                 meta["counts"]["reg_train_aug"] = _augmented(rows, gray, labels, pc, meta["mean_bgr"], targets,
                                                              tmp / "reg_train_aug.h5")
                 files.append(out / "reg_train_aug.h5")

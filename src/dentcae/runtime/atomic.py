@@ -12,6 +12,7 @@ temporary. StagedFolder is the one temporary-folder writer: prepared data, deriv
 pretext copies), imported datasets and the phantom are all built through it.
 """
 import csv
+import glob
 import hashlib
 import io
 import os
@@ -23,11 +24,23 @@ from pathlib import Path
 from .locks import exclusive
 
 
+def _remove_stale_temporaries(path):
+    """Remove `.<stem>.tmp<pid><suffix>` siblings of `path` whose writer is dead (kill -9 mid-write)."""
+    prefix = f".{path.stem}.tmp"
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
+        pid = stale.name[len(prefix):len(stale.name) - len(path.suffix)]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(path):
     """Yield a temporary sibling of `path` (same suffix, so format-sniffing writers still work);
-    rename it onto `path` when the block succeeds, remove it when it raises."""
+    rename it onto `path` when the block succeeds, remove it when it raises. A temporary that a
+    killed writer left beside `path` goes first."""
     path = Path(path)
+    if path.parent.is_dir():
+        _remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp

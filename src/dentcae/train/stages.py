@@ -13,7 +13,7 @@ from ..config import read_yaml_mapping
 from ..data.prepare import sample_landmarks
 from ..nets.alexnet import scale_learning_rates, write_net
 from ..nets.solver import solver_param, write_solver
-from ..nets.transfer import TransferError, check_imagenet_weights, copy_layers
+from ..nets.transfer import TransferError, check_imagenet_weights, copy_layers, read_caffemodel
 from ..registry import HEADS, PRETEXTS, stage_plugin
 from ..schema import STAGES
 
@@ -87,7 +87,21 @@ def _run_source(cfg):
 
 def init_source(cfg):
     """Where the first weights come from: (file or None, layers (None: every layer), extra
-    transfer-report fields). Raises before any work when the configured file is missing."""
+    transfer-report fields). Raises before any work (no run folder is made) when the configured
+    file is missing, empty or not a readable .caffemodel holding weights."""
+    source = _source(cfg)
+    if source[0] is not None:
+        try:
+            held = read_caffemodel(source[0])
+        except TransferError as e:
+            raise TrainingError(f"model.init {cfg['model']['init']}: {e}") from None
+        if not held:
+            raise TrainingError(f"model.init {cfg['model']['init']}: {source[0]} holds no weights "
+                                f"({source[0].stat().st_size} bytes; a truncated or empty file?)")
+    return source
+
+
+def _source(cfg):
     m, stage = cfg["model"], cfg["stage"]
     if m["init"] == "scratch":
         return None, [], {}

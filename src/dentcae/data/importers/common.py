@@ -28,6 +28,19 @@ def check_spacing(spacing):
     return float(spacing)
 
 
+MARKER = "dentcae import"       # import.json's written_by: the folder is dentcae's (only such are replaced)
+
+
+def written_by_import(folder):
+    """A dataset folder `dentcae import` wrote: its import.json says so (or, written before the
+    marker, holds the source and format every import recorded)."""
+    try:
+        info = json.loads((Path(folder) / "import.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and (info.get("written_by") == MARKER or {"source", "format"} <= set(info))
+
+
 def check_paths(src, out, overwrite):
     """The output folder is never the source, never contains it and never lies inside it, and an
     existing one is replaced (with `overwrite`) only when an earlier import wrote it."""
@@ -40,9 +53,9 @@ def check_paths(src, out, overwrite):
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise DataError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
-        if not (out / "import.json").is_file():
-            raise DataError(f"{out} exists and holds no import.json: it was not written by `dentcae import`, "
-                            "so --overwrite does not replace it (nothing was deleted)")
+        if not written_by_import(out):
+            raise DataError(f"{out} exists and holds no import.json of `dentcae import`: it was not written by "
+                            "dentcae, so --overwrite does not replace it (nothing was deleted)")
 
 
 def image_size(path_or_bytes, where):
@@ -123,7 +136,7 @@ class DatasetWriter:
         lines = [header] + [[r["image"], *_coords(r["points"], k), r["group"], r.get("split", "")] for r in rows]
         write_csv_atomic(self.tmp / "landmarks.csv", lines)
         (self.tmp / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-        report = {**report, "images_linked": self.linked, "images_written": self.copied}
+        report = {"written_by": MARKER, **report, "images_linked": self.linked, "images_written": self.copied}
         (self.tmp / "import.json").write_text(json.dumps(report, indent=1))
         ds = load_dataset(self.tmp)      # the format's own checks, before anything is in place
         self.stage.commit()
