@@ -308,3 +308,10 @@ def test_duplicate_chains_form_one_group_and_ids_match_however_padded(tmp_path, 
     with open(tmp_path / "out/landmarks.csv") as fh:
         groups = {Path(r["image"]).stem: r["group"] for r in csv.DictReader(fh)}
     assert groups == {"001": "001", "002": "001", "151": "001", "003": "003"}
+
+
+def test_a_dangling_linked_image_is_refused_by_name_not_skipped(tmp_path, quiet):
+    src = _isbi(tmp_path)
+    (src / "RawImage/TrainingData/009.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(DataError, match=r"009.png: a link to .*gone.png, which does not exist"):
+        import_isbi2015(src, tmp_path / "out", spacing=0.3, log=quiet)

@@ -273,3 +273,17 @@ def test_an_empty_or_truncated_start_is_refused_before_a_run_folder_is_made(phan
     code, out = run_cli("finetune", "--config", str(path))
     assert code != 0 and "model.init run:" in out and "Traceback" not in out, out[-2000:]
     assert not (tmp_path / "runs" / "from_start").exists()
+
+
+@pytest.mark.slow
+def test_export_and_predict_refuse_a_truncated_final_caffemodel_without_a_caffe_abort(phantom, clean_tmp, quiet):
+    reg = tiny(clean_tmp, phantom, name="cut", solver={"max_iter": 1})
+    train(reg, log=quiet)
+    weights = run_dir(reg) / "final.caffemodel"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    image = next(p for p in sorted(phantom.glob("*.png")))
+    for args in (["export", str(run_dir(reg)), "--out", str(clean_tmp / "bundle")],
+                 ["predict", str(run_dir(reg)), str(image), "--out", str(clean_tmp / "pred")]):
+        code, out = run_cli(*args)
+        assert code in (1, 2) and "final.caffemodel" in out and "Traceback" not in out, out[-2000:]
+    assert not (clean_tmp / "bundle").exists() and not (clean_tmp / "pred").exists()

@@ -17,6 +17,7 @@ so that no seeded split puts one radiograph on both sides; the challenge's own s
 prepare reports it (prepare.test_duplicates).
 """
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +141,12 @@ def import_isbi2015(src, out, spacing=0.1, annotator="senior", overwrite=False, 
     if annotator not in ANNOTATORS:
         raise DataError(f"--annotator must be one of {', '.join(ANNOTATORS)}, got {annotator!r}")
     spacing = check_spacing(spacing)
-    images = sorted(p for p in (src / "RawImage").glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = [p for p in (src / "RawImage").glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    dangling = sorted(p for p in found if p.is_symlink() and not p.exists())
+    if dangling:
+        raise DataError(f"{dangling[0]}: a link to {os.readlink(dangling[0])}, which does not exist"
+                        + (f" (and {len(dangling) - 1} more such links)" if len(dangling) > 1 else ""))
+    images = sorted(p for p in found if p.is_file())
     if not images:
         raise DataError(f"{src}: no RawImage/<folder>/NNN.bmp|png images (is this the ISBI 2015 layout?)")
     stems = {p.stem for p in images}
