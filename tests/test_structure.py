@@ -27,40 +27,111 @@ def _from_imports(name, path):
             yield base, [a.name for a in node.names]
 
 
+def _dynamic_imports(tree, known):
+    """dentcae modules named in importlib.import_module / __import__ calls (a lazy import is an
+    import: the registry, or anything else, cannot hide an edge this way)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "import_module", "__import__"):
+            text = ast.unparse(node.args[0]) if node.args else ""
+            found |= {m for m in known if m.rsplit(".", 1)[-1] in text or m in text}
+            found.add("dynamic import")
+    return found
+
+
 def _imports(name, path, known):
-    """The dentcae modules that module `name` imports (from a package, the submodule if there is one)."""
+    """The dentcae modules that module `name` imports (from a package, the submodule if there is one),
+    at the top or inside functions, statically or through importlib."""
     found = set()
     for base, names in _from_imports(name, path):
         for alias in names:
             found.add(f"{base}.{alias}" if f"{base}.{alias}" in known else base)
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
-    return {m for m in found if m in known and m != name}
+    found |= _dynamic_imports(tree, known)
+    return {m for m in found if (m in known or m == "dynamic import") and m != name}
 
 
-def test_the_import_graph_has_no_cycle():
+def _graph():
     modules = _modules()
-    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+# The floors of docs/architecture.md, bottom to top: a module imports only from its own floor or below.
+FLOORS = [("runtime", "registry", "views", "pseudo_settings", "figures", "version"), ("schema",), ("config",),
+          ("data",), ("nets", "codecs"), ("heads", "pretexts"), ("train",), ("inference",), ("evaluation",),
+          ("deploy", "unlabelled"), ("annotation",), ("tables",), ("plugins", "cli")]
+
+
+def _floor(module):
+    if module == "dentcae":
+        return len(FLOORS)                      # the package itself: it imports plugins
+    part = module.split(".")[1]
+    return next(i for i, names in enumerate(FLOORS) if part in names)
+
+
+def upward_imports(graph):
+    return sorted((m, d) for m, deps in graph.items() for d in deps
+                  if d != "dynamic import" and _floor(d) > _floor(m))
+
+
+def find_cycle(graph):
+    """The first import cycle found (a list of modules, first = last), or None."""
     done, path = set(), []
 
     def visit(node):
         if node in path:
-            raise AssertionError("import cycle: " + " -> ".join(path[path.index(node):] + [node]))
+            return path[path.index(node):] + [node]
         if node in done:
-            return
+            return None
         path.append(node)
-        for nxt in sorted(graph[node]):
-            visit(nxt)
+        for nxt in sorted(graph.get(node, ())):
+            found = visit(nxt)
+            if found:
+                return found
         path.pop()
         done.add(node)
+        return None
 
-    for name in graph:
-        visit(name)
+    for name in sorted(graph):
+        found = visit(name)
+        if found:
+            return found
+    return None
+
+
+def test_the_import_graph_has_no_cycle_and_no_lazy_import():
+    graph = _graph()
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+    assert not [m for m, deps in graph.items() if "dynamic import" in deps], "importlib in the package"
     assert graph["dentcae.config"] <= {"dentcae.schema", "dentcae.runtime.atomic", "dentcae.runtime.yamlio"}
     assert graph["dentcae.schema"] == {"dentcae.registry", "dentcae.views", "dentcae.pseudo_settings"}   # plug-ins' keys; views' check
-    assert graph["dentcae.registry"] == set()       # the bottom: it finds plug-ins, importing none
+    assert graph["dentcae.registry"] == set()       # the bottom: plug-ins register into it, it imports none
     assert graph["dentcae.views"] == set()          # pure geometry of test-time views
+
+
+def test_every_import_points_down_the_documented_floors():
+    assert upward_imports(_graph()) == []
+    documented = (ROOT / "docs/architecture.md").read_text()
+    for names in FLOORS:
+        for part in names:
+            assert f"`{part}`" in documented, f"docs/architecture.md's layer order does not name {part}"
+
+
+def test_the_checks_catch_a_planted_cycle_through_the_registry_and_a_planted_upward_import():
+    graph = _graph()
+    planted = {**graph, "dentcae.registry": {"dentcae.heads.heatmap.refine"}}    # a registry importing a plug-in
+    cycle = find_cycle(planted)
+    assert cycle and "dentcae.registry" in cycle and "dentcae.data.prepare" in cycle, cycle
+    assert upward_imports(planted) == [("dentcae.registry", "dentcae.heads.heatmap.refine")]
+    upward = {**graph, "dentcae.data.splits": graph["dentcae.data.splits"] | {"dentcae.train.loop"}}
+    assert ("dentcae.data.splits", "dentcae.train.loop") in upward_imports(upward)
+    lazy = ast.parse("def get(name):\n    return importlib.import_module(f'dentcae.heads.{name}')\n")
+    assert "dynamic import" in _dynamic_imports(lazy, set(_modules()))
 
 
 # What runs a net forward: nets/infer.py's functions and inference/forward.py's. Only inference/
@@ -113,7 +184,7 @@ def test_caffe_is_imported_in_one_place():
 
 def test_no_module_outside_a_plugin_folder_imports_a_plugin():
     for name, path in _modules().items():
-        if name.startswith(("dentcae.heads", "dentcae.pretexts")):
+        if name.startswith(("dentcae.heads", "dentcae.pretexts", "dentcae.plugins")):
             continue
         imported = _imports(name, path, _modules())
         assert not {m for m in imported if m.startswith(("dentcae.heads", "dentcae.pretexts"))}, name

@@ -1,2 +1,3 @@
 """dentcae: few-label landmark detection on X-rays with unsupervised CAE pre-training."""
-__version__ = "0.2.0"
+from .version import __version__  # noqa: F401
+from . import plugins  # noqa: F401,E402  (registers every head and pre-training)

@@ -1,14 +1,17 @@
 """The plug-in registries: landmark heads (heads/) and pre-trainings (pretexts/).
 
-    HEADS.names()                    # ('heatmap', 'regression'): the modules in heads/, not imported
-    head = HEADS.get("heatmap")      # the plug-in, imported when first asked for
-    HEADS.register("toy", plugin)    # a plug-in defined elsewhere (a test's toy head)
+    HEADS.register("heatmap", module)   # plugins.py registers every plug-in of dentcae's, explicitly
+    HEADS.names()                    # ('heatmap', 'regression'): the registered ones
+    head = HEADS.get("heatmap")      # the plug-in, with every hook
     plugin = stage_plugin(cfg)       # what a config trains: its pretext, its head, or a head's sub-run
 
-A head or a pre-training is one module (or package) in its folder plus a config; nothing else names
-it. Config validation, preparation, training, evaluation and the tables ask these registries by
-name, so no module outside heads/ and pretexts/ imports one. A plug-in is any object with the hooks
-below (a module's functions and constants); a missing optional hook takes the default given here.
+A head or a pre-training is one module (or package) in heads/ or pretexts/ plus a config, and one
+line in plugins.py (the top floor, imported by the package itself), which imports and registers it.
+This module imports none of them, neither at the top nor lazily: the import graph shows every
+dependency (tests/test_structure.py), and a helper module beside the plug-ins is just a module.
+Config validation, preparation, training, evaluation and the tables ask these registries by name,
+so no module outside heads/, pretexts/ and plugins.py imports one. A plug-in is any object with the
+hooks below (a module's functions and constants); a missing optional hook takes the default here.
 
 Every plug-in that trains (a head, a pre-training, a head's sub-run):
     STEM                        file stem of its prototxts and snapshots
@@ -43,13 +46,6 @@ A pre-training also:
     table_figures(run, stem)    a table's figures of it, beside the table's own
     table_lines(runs)           ({result key: value}, Markdown text) about its runs, for a table
 """
-import importlib
-import pkgutil
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-
-
 def _nothing(*args, **kwargs):
     return None
 
@@ -99,15 +95,14 @@ class Plugin:
 
 
 class Registry:
-    """The plug-ins of one kind: the modules of a folder of this package, plus registered ones."""
+    """The plug-ins of one kind (`kind`: "head" or "pre-training"), registered by name."""
 
-    def __init__(self, folder, hooks):
-        self.folder, self.hooks = folder, hooks
+    def __init__(self, kind, hooks):
+        self.kind, self.hooks = kind, hooks
         self._added, self._loaded = {}, {}
 
     def names(self):
-        found = {m.name for m in pkgutil.iter_modules([str(HERE / self.folder)]) if not m.name.startswith("_")}
-        return tuple(sorted(found | set(self._added)))
+        return tuple(sorted(self._added))
 
     def missing_hooks(self, obj):
         return [h for h in self.hooks["required"] if not hasattr(obj, h)]
@@ -115,23 +110,16 @@ class Registry:
     def get(self, name):
         """The plug-in `name`, with every hook; KeyError naming the known ones when there is none."""
         if name not in self._loaded:
-            if name in self._added:
-                obj = self._added[name]
-            elif name in self.names():
-                obj = importlib.import_module(f"{__package__}.{self.folder}.{name}")
-            else:
-                raise KeyError(f"no {self.folder[:-1]} named {name!r} (known: {', '.join(self.names())})")
-            missing = self.missing_hooks(obj)
-            if missing:
-                raise TypeError(f"{self.folder[:-1]} {name!r} lacks the hooks {', '.join(missing)}")
-            self._loaded[name] = Plugin(name, obj, self.hooks["optional"])
+            if name not in self._added:
+                raise KeyError(f"no {self.kind} named {name!r} (known: {', '.join(self.names())})")
+            self._loaded[name] = Plugin(name, self._added[name], self.hooks["optional"])
         return self._loaded[name]
 
     def register(self, name, obj):
-        """Add a plug-in defined outside this package; returns it, completed."""
+        """Add the plug-in `obj` (a module, or any object with the hooks) as `name`; returns it, completed."""
         missing = self.missing_hooks(obj)
         if missing:
-            raise TypeError(f"{self.folder[:-1]} {name!r} lacks the hooks {', '.join(missing)}")
+            raise TypeError(f"{self.kind} {name!r} lacks the hooks {', '.join(missing)}")
         self._added[name] = obj
         self._loaded.pop(name, None)
         return self.get(name)
@@ -146,13 +134,13 @@ class Registry:
         for name in self.names():
             for key, default in self.get(name).CONFIG.items():
                 if key in keys and keys[key] != default:
-                    raise TypeError(f"{self.folder[:-1]} {name!r} redefines model.{key} with another default")
+                    raise TypeError(f"{self.kind} {name!r} redefines model.{key} with another default")
                 keys[key] = default
         return keys
 
 
-HEADS = Registry("heads", HEAD_HOOKS)
-PRETEXTS = Registry("pretexts", PRETEXT_HOOKS)
+HEADS = Registry("head", HEAD_HOOKS)
+PRETEXTS = Registry("pre-training", PRETEXT_HOOKS)
 
 
 def stage_plugin(cfg):

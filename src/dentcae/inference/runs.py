@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..config import load_config
 from ..data.inputs import split_labels
 from ..data.prepare import configured_dataset, prepare
