@@ -81,10 +81,16 @@ def test_same_solver_trains_with_caffe_command_line_tool(caffe, tmp_path):
     assert (tmp_path / "toy_iter_100.caffemodel").exists()
 
 
-def test_doctor_passes():
+def test_doctor_passes_and_names_the_build_it_found():
+    """On either build: the CPU-only one says so; a CUDA build names its CUDA and the devices."""
+    from dentcae.runtime.backend import gpu_available
     code, out = run_cli("doctor")
     assert code == 0, out
-    assert "CPU-only" in out and "doctor: ok" in out
+    assert "doctor: ok" in out
+    if gpu_available():
+        assert "GPU build (CUDA" in out and "devices" in out
+    else:
+        assert "CPU-only" in out
 
 
 def test_doctor_fails_readably_without_the_caffe_cache():

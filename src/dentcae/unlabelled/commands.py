@@ -1,4 +1,6 @@
 """The verb that labels unlabelled X-rays: `dentcae pseudo-label` (cli.py adds it)."""
+from pathlib import Path
+
 import yaml
 
 from ..pseudo_settings import FILTERS
@@ -6,6 +8,8 @@ from .choose import DEFAULTS
 
 
 def _views(text):
+    if Path(text).is_file():                 # a YAML file of views (configs/recipes/views.yaml), or the list itself
+        text = Path(text).read_text()
     views = yaml.safe_load(text)
     if not isinstance(views, list):
         raise SystemExit(f"dentcae pseudo-label: views must be a YAML list such as '[{{rotate: 3}}]', got {text!r}")
@@ -56,7 +60,7 @@ def add_verbs(sub):
                    help="shape filter: the residual limit, this quantile of the labelled shapes' leave-one-out "
                    "residuals (default: %(default)s)")
     p.add_argument("--views", default=None, metavar="YAML", help="the teachers' test-time views, e.g. "
-                   "'[{rotate: 3}, {scale: 1.05}]' (default: the runs' own test_time.views)")
+                   "'[{rotate: 3}, {scale: 1.05}]' or a YAML file of them (default: the runs' own test_time.views)")
     p.add_argument("--refine-views", default=None, metavar="YAML", help="the teachers' refine-net views "
                    "(default: the runs' own model.refine.views)")
     p.set_defaults(fn=cmd_pseudo_label)
