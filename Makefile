@@ -15,14 +15,15 @@ GPU_FLAG   := $(if $(GPU),--gpu $(GPU),)
 TRAIN_FLAGS ?=
 
 .PHONY: help setup venv caffe doctor test test-fast data prepare prototxt pretrain finetune evaluate demo \
-        bench table1 table2 table3 clean
+        bench table1 table2 table3 clean lock
 
 help:
 	@echo "make demo      synthetic phantom -> prepare -> pretrain -> finetune -> evaluate -> export -> predict (CPU, <20 min)"
 	@echo "make test      the whole test suite (builds Caffe on first use, cached; trains narrow nets)"
 	@echo "make test-fast pure and data tests only: no Caffe build, no training (< 1 min)"
 	@echo "make setup     Debian packages + .venv + cached CPU Caffe build, then 'dentcae doctor'"
-	@echo "make venv      .venv with dentcae and its Python dependencies (no Caffe)"
+	@echo "make venv      .venv with dentcae and its Python dependencies at constraints.txt's versions (no Caffe)"
+	@echo "make lock      refresh constraints.txt: the newest versions pyproject.toml admits, in a fresh venv"
 	@echo "make caffe     the cached CPU Caffe build, linked into .venv; CAFFE_GPU=1: the CUDA build"
 	@echo "               (CUDA 13 from PyPI; the default where nvidia-smi finds a GPU)"
 	@echo "make doctor    what Caffe build and Python stack dentcae sees"
@@ -41,11 +42,20 @@ help:
 	@echo "GPU=N          pass --gpu N to training (needs a CUDA build of Caffe)"
 	@echo "TRAIN_FLAGS=--resume (or --overwrite)   for make pretrain / make finetune on an existing run"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON_SYS) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+# constraints.txt anew: the newest versions pyproject.toml admits, in a fresh venv (then run make test
+# and commit both; docs/pipeline.md)
+lock:
+	rm -rf .lock-venv && $(PYTHON_SYS) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --upgrade pip && .lock-venv/bin/pip install -q -e '.[dev]'
+	{ grep '^#' constraints.txt; .lock-venv/bin/pip freeze --exclude-editable | grep -v '^WARNING'; } > .constraints.new
+	mv .constraints.new constraints.txt && rm -rf .lock-venv
+	@echo "constraints.txt refreshed; run make test (it reinstalls .venv with the new pins), then commit it"
 
 venv: $(STAMP)
 

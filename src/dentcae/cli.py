@@ -57,6 +57,12 @@ def cmd_doctor(args):
     threads = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if k in os.environ}
     print(f"blas       caffe: Debian OpenBLAS (pthread), OpenMP for the Adam update; numpy: {blas.get('name')} {blas.get('version')}; "
           f"threads: {threads or f'unset, so all {os.cpu_count()} cores'}")
+    from .runtime.packages import LOCK, against_lock
+    differ, pinned = against_lock()
+    shown = ", ".join(f"{n} {have or 'missing'} (pinned {want})" for n, have, want in differ[:8])
+    print(f"packages   {pinned - len(differ)} of {pinned} as {LOCK.name} pins" if pinned
+          else "packages   no constraints.txt here (not a checkout): versions unchecked",
+          f"; differ: {shown}{' ...' if len(differ) > 8 else ''} (make venv installs the pins)" if differ else "", sep="")
     if not info["has_bvlc_layers"]:
         print("doctor: FAIL: this Caffe lacks layer types dentcae needs", file=sys.stderr)
         return 1
