@@ -18,7 +18,8 @@ TRAIN_FLAGS ?=
         bench table1 table2 table3 clean lock
 
 help:
-	@echo "make demo      synthetic phantom -> prepare -> pretrain -> finetune -> evaluate -> export -> predict (CPU, <20 min)"
+	@echo "make demo      synthetic phantom -> the detector and the paper's CAE + regressor -> evaluate both -> export the"
+	@echo "               detector -> predict with it, LabelMe files to correct (CPU, <20 min)"
 	@echo "make test      the whole test suite (builds Caffe on first use, cached; trains narrow nets)"
 	@echo "make test-fast pure and data tests only: no Caffe build, no training (< 1 min)"
 	@echo "make setup     Debian packages + .venv + cached CPU Caffe build, then 'dentcae doctor'"
