@@ -176,13 +176,14 @@ def _import_ray(local):
     """Ray, set up so that a Ray started here (local) listens on the loopback interface only: its
     node address is 127.0.0.1 (Ray then binds every server there), so nothing off this machine can
     reach it or submit jobs to it. Joining a cluster by address keeps Ray's own choice."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0" if local else "1"
     try:
         import ray
         from ray._private import ray_constants
     except ImportError:
         raise ClusterError(RAY_HINT) from None
-    ray_constants.ENABLE_RAY_CLUSTER = not local      # read when Ray picks the node address
+    # Read when Ray picks this node's address: off, a Ray started here takes 127.0.0.1 (and keeps it:
+    # its servers and workers get that address from it), so nothing of it listens on the network.
+    ray_constants.ENABLE_RAY_CLUSTER = not local
     return ray
 
 
