@@ -78,11 +78,10 @@ def _features(records, features, gpu):
 
 
 def _write(out, order, free, chosen):
-    buf, rank = io.StringIO(), 0
+    buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(HEADER)
-    for g in order:
-        rank += 1
+    for rank, g in enumerate(order, 1):
         for r in sorted(free[g], key=lambda r: r.name):
             writer.writerow([rank, r.name, g, int(g in chosen)])
     write_atomic(out, buf.getvalue())
@@ -104,15 +103,15 @@ def select_images(dataset, budget, out, features="image", rule="kmedoids", cfg=N
     by_group = {}
     for r, f in zip(records, feats):
         by_group.setdefault(r.group, []).append(f)
-    order = priority_order({g: np.mean(v, 0) for g, v in by_group.items()}, already=set(done), rule=rule)
+    order = priority_order(by_group, already=set(done), rule=rule)
+    rank = {g: i for i, g in enumerate(order, 1)}
     chosen = set(fill_budget(order, {g: len(free[g]) for g in free}, budget))
     _write(out, order, free, chosen)
-    shown = [(r, g) for r, g in zip(records, greys) if r.group in chosen]
-    shown.sort(key=lambda rg: order.index(rg[0].group))
+    shown = sorted(((r, g) for r, g in zip(records, greys) if r.group in chosen), key=lambda rg: rank[rg[0].group])
     sheet = Path(out).with_suffix(".png")
     small = [cv2.resize(g, None, fx=256 / max(g.shape), fy=256 / max(g.shape), interpolation=cv2.INTER_AREA)
              for _, g in shown]
-    plot_contact_sheet(small, [f"{order.index(r.group) + 1}. {Path(r.name).name}" for r, _ in shown], sheet,
+    plot_contact_sheet(small, [f"{rank[r.group]}. {Path(r.name).name}" for r, _ in shown], sheet,
                        f"{ds.name}: the {len(shown)} images to label first ({rule} on "
                        f"{'image descriptors' if features == 'image' else 'the encoder of ' + str(features)})")
     return {"chosen": [r.name for r, _ in shown], "candidates": sum(len(v) for v in free.values()),

@@ -196,6 +196,13 @@ def select_landmarks(ds, names):
 MIN_SIDE, MAX_BYTES = 16, 512 * 2 ** 20
 
 
+def check_size(img, path):
+    """`img` itself; refused, naming it, when under MIN_SIDE pixels a side."""
+    if min(img.shape[:2]) < MIN_SIDE:
+        raise DataError(f"{path}: {img.shape[1]}x{img.shape[0]} px is too small (at least {MIN_SIDE} px a side)")
+    return img
+
+
 def read_image(path):
     """Decode any 8/16-bit gray or RGB(A) image to float32 grayscale HxW scaled to [0, 255].
     Only a regular file (or a link to one) of at most MAX_BYTES is read; both sides must be at
@@ -217,8 +224,7 @@ def read_image(path):
     img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise DataError(f"{path}: cannot decode image (unreadable or truncated file)")
-    if min(img.shape[:2]) < MIN_SIDE:
-        raise DataError(f"{path}: {img.shape[1]}x{img.shape[0]} px is too small (at least {MIN_SIDE} px a side)")
+    check_size(img, path)
     if img.ndim == 3:
         img = img[..., :3]
         img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.shape[2] == 3 else img[..., 0]

@@ -61,13 +61,14 @@ def _distances(x):
 
 
 def priority_order(features, already=(), rule="kmedoids"):
-    """{group: (D,) feature} -> the groups not in `already`, most useful first, by `rule`."""
+    """{group: (D,) feature, or (n, D) of its n images: their mean} -> the groups not in `already`,
+    most useful first, by `rule`."""
     if rule not in RULES:
         raise DataError(f"selection rule must be one of {', '.join(RULES)}, got {rule!r}")
     names = sorted(features)
     if not names:
         return []
-    x = np.stack([np.asarray(features[n], np.float64) for n in names])
+    x = np.stack([np.atleast_2d(np.asarray(features[n], np.float64)).mean(0) for n in names])
     if not np.isfinite(x).all():
         raise DataError("selection: a feature vector holds NaN or infinite values")
     d = _distances(x)

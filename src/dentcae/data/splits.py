@@ -138,5 +138,5 @@ def selection_order(selection, rows, pc, greys):
     for r in probe:
         if r["reg_train"]:
             images.setdefault(r["group"], set()).add(r["image"])
-    feats = {g: np.mean([image_descriptor(greys[n]) for n in sorted(names)], 0) for g, names in images.items()}
+    feats = {g: [image_descriptor(greys[n]) for n in sorted(names)] for g, names in images.items()}
     return priority_order(feats, rule=selection)

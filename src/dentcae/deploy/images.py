@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.dataset import MIN_SIDE, DataError, read_image
+from ..data.dataset import DataError, check_size, read_image
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -134,8 +134,9 @@ def read_dicom(path):
         ds = pydicom.dcmread(str(path))
     except Exception as e:
         raise DataError(f"{path}: not a readable DICOM file ({e})") from None
+    grey = check_size(_dicom_grey(ds, path), path)
     spacing, source = _dicom_spacing(ds, path)
-    return _dicom_grey(ds, path), spacing, source
+    return grey, spacing, source
 
 
 def read_xray(path, spacing=None):
@@ -145,8 +146,6 @@ def read_xray(path, spacing=None):
         grey, own, source = read_dicom(path)
     else:
         grey, own, source = read_image(path), None, "none"
-    if min(grey.shape) < MIN_SIDE:
-        raise DataError(f"{path}: {grey.shape[1]}x{grey.shape[0]} px is too small (at least {MIN_SIDE} px a side)")
     xray = XRay(grey)
     if float(grey.max()) < DARK:
         xray.warnings.append(f"the image is nearly black (brightest grey {grey.max():.1f} of 255): if it holds 10- or "

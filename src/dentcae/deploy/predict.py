@@ -11,7 +11,6 @@ measurements and their classes, when the model's landmarks include those they ne
 predictions.json otherwise) and errors.csv (every input that could not be read or predicted, with
 the reason; the others go on). Each file is written whole (temporary name, then renamed).
 """
-import errno
 import json
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from tqdm import tqdm
 
 from ..data.dataset import DataError
 from ..evaluation import cephalometry
-from ..runtime.atomic import atomic_path, staged_folder, write_atomic, write_csv_atomic
+from ..runtime.atomic import atomic_path, staged_folder, write_atomic, write_csv_atomic, written_by
 from ..inference.calibration import flags
 from ..inference.detector import Detector
 from .bundle import open_model
@@ -94,15 +93,6 @@ def _write_overlay(out, stem, rec, xray, model):
         cv2.imwrite(str(tmp), picture)
 
 
-def _is_prediction(out):
-    """A folder an earlier `dentcae predict` wrote: its predictions.json says so."""
-    try:
-        info = json.loads((Path(out) / "predictions.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and (info.get("written_by") == MARKER or {"model", "images", "backend"} <= set(info))
-
-
 def check_out(out, inputs):
     """Refuse an output that is a file, a folder holding something other than an earlier prediction,
     or a folder that is, holds or lies inside an input (its overlays would be read as inputs)."""
@@ -114,7 +104,7 @@ def check_out(out, inputs):
             raise ValueError(f"--out {out} {how} the input {given}; choose a folder outside the inputs")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder (new, empty, or an earlier prediction's)")
-    if out.is_dir() and any(out.iterdir()) and not _is_prediction(out):
+    if out.is_dir() and any(out.iterdir()) and not written_by(out / "predictions.json", MARKER, ("model", "images", "backend")):
         raise ValueError(f"--out {out} exists and holds other files; choose a new or empty folder (only an earlier "
                          "prediction's folder is replaced)")
 
@@ -139,8 +129,6 @@ def _predict_all(model, detector, files, out, spacing, overlays, labelme, embed)
             xray = read_xray(path, spacing)
             found = detector(xray.grey)
         except (DataError, OSError, ValueError) as e:
-            if getattr(e, "errno", None) == errno.ENOSPC:
-                raise
             errors.append([name, str(e)])
             continue
         warning = _fov_warning(model, xray)

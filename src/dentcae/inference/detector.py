@@ -65,6 +65,13 @@ def nan_mean(arrays):
     return np.where(seen > 0, np.where(np.isfinite(a), a, 0).sum(0) / np.maximum(seen, 1), np.nan)
 
 
+def cut_samples(grey, layout):
+    """[(side, crop, (x0, y0, w, h, flipped))] of one image, as prepare.py cuts it."""
+    h, w = grey.shape
+    return [(side, np.ascontiguousarray(cut_sample(grey, x0, 0, cw, h, flipped)), (x0, 0, cw, h, flipped))
+            for side, x0, cw, flipped in crops_of(layout, w, h)]
+
+
 class Detector:
     """The nets of every member of a Model on one backend, and the heads that decode them."""
 
@@ -75,10 +82,7 @@ class Detector:
         self.runners = [(m, HEADS.get(m.head), _forwards(m, backend, gpu, model.path)) for m in model.members]
 
     def samples(self, grey):
-        """[(side, crop, (x0, y0, w, h, flipped))] of one image, as prepare.py cuts it."""
-        h, w = grey.shape
-        return [(side, np.ascontiguousarray(cut_sample(grey, x0, 0, cw, h, flipped)), (x0, 0, cw, h, flipped))
-                for side, x0, cw, flipped in crops_of(self.model.layout, w, h)]
+        return cut_samples(grey, self.model.layout)
 
     def _first_net(self, member, head, forward, resized):
         """The first net over every sample in every view: ((V, N, K, 2) labels mapped back, (N, K)

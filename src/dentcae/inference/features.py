@@ -10,10 +10,11 @@ image), scaled to unit length.
 """
 import numpy as np
 
-from ..data.geometry import crops_of, cut_sample, resize_sample
+from ..data.geometry import resize_sample
 from ..data.inputs import to_input
 from ..nets.infer import deepest_map, load_net, run_net
 from ..runtime.backend import set_device
+from .detector import cut_samples
 
 
 def encoder_features(model, greys, gpu=None, progress=lambda xs: xs):
@@ -23,10 +24,8 @@ def encoder_features(model, greys, gpu=None, progress=lambda xs: xs):
     net = load_net(member.nets["first"]["prototxt"], member.nets["first"]["caffemodel"])
     blob, out = deepest_map(net), []
     for grey in progress(greys):
-        grey = np.asarray(grey, np.float32)
-        h, w = grey.shape
-        samples = [resize_sample(cut_sample(grey, x0, 0, cw, h, flipped), member.input_size, member.resize)[0]
-                   for _, x0, cw, flipped in crops_of(model.layout, w, h)]
+        samples = [resize_sample(crop, member.input_size, member.resize)[0]
+                   for _, crop, _ in cut_samples(np.asarray(grey, np.float32), model.layout)]
         maps = run_net(net, to_input(np.stack(samples).astype(np.float32), member.mean_bgr), blob=blob)
         v = maps.mean(axis=(2, 3)).mean(0)
         out.append(v / max(float(np.linalg.norm(v)), 1e-9))

@@ -15,22 +15,15 @@ import csv
 import glob
 import hashlib
 import io
+import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from .locks import exclusive
-
-
-def _remove_stale_temporaries(path):
-    """Remove `.<stem>.tmp<pid><suffix>` siblings of `path` whose writer is dead (kill -9 mid-write)."""
-    prefix = f".{path.stem}.tmp"
-    for stale in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
-        pid = stale.name[len(prefix):len(stale.name) - len(path.suffix)]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -40,7 +33,8 @@ def atomic_path(path):
     killed writer left beside `path` goes first."""
     path = Path(path)
     if path.parent.is_dir():
-        _remove_stale_temporaries(path)
+        for stale in _left_by_dead_writers(path.parent, f".{path.stem}.tmp", rf"(\d+){re.escape(path.suffix)}"):
+            stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
@@ -86,16 +80,22 @@ def _alive(pid):
     return True
 
 
+def _left_by_dead_writers(folder, prefix, rest):
+    """The entries of `folder` named `prefix` + `rest` (a regex whose first group is the writer's
+    pid) whose writer is dead (killed with -9 mid-write); a living writer's are not."""
+    for entry in folder.glob(f"{glob.escape(prefix)}*"):
+        m = re.fullmatch(rest, entry.name[len(prefix):])
+        if m and int(m[1]) != os.getpid() and not _alive(int(m[1])):
+            yield entry
+
+
 def remove_stale_stages(out):
-    """Remove the temporary siblings `.<name>.partial-<pid>-*` of `out` whose writer is dead (killed
-    with -9 mid-write); a living writer's stays. Returns what was removed."""
+    """Remove the temporary siblings `.<name>.partial-<pid>-*` of `out` whose writer is dead; a
+    living writer's stays. Returns what was removed."""
     out = Path(out)
-    removed = []
-    for stale in out.parent.glob(f".{out.name}.partial-*"):
-        pid = stale.name[len(f".{out.name}.partial-"):].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-            removed.append(stale)
+    removed = list(_left_by_dead_writers(out.parent, f".{out.name}.partial-", r"(\d+)-.*"))
+    for stale in removed:
+        shutil.rmtree(stale, ignore_errors=True)
     return removed
 
 
@@ -132,6 +132,17 @@ class StagedFolder:
 
     def discard(self):
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def written_by(record, marker, legacy_keys):
+    """Whether the JSON file `record` (predictions.json, import.json) says dentcae wrote its folder:
+    `written_by: <marker>`, or, written before the marker, all of `legacy_keys`. Only such folders
+    are ever replaced."""
+    try:
+        info = json.loads(Path(record).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and (info.get("written_by") == marker or set(legacy_keys) <= set(info))
 
 
 @contextmanager

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import yaml
 
-from ...runtime.atomic import StagedFolder, write_csv_atomic
+from ...runtime.atomic import StagedFolder, write_csv_atomic, written_by
 from ..dataset import DataError, load_dataset
 
 
@@ -31,16 +31,6 @@ def check_spacing(spacing):
 MARKER = "dentcae import"       # import.json's written_by: the folder is dentcae's (only such are replaced)
 
 
-def written_by_import(folder):
-    """A dataset folder `dentcae import` wrote: its import.json says so (or, written before the
-    marker, holds the source and format every import recorded)."""
-    try:
-        info = json.loads((Path(folder) / "import.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and (info.get("written_by") == MARKER or {"source", "format"} <= set(info))
-
-
 def check_paths(src, out, overwrite):
     """The output folder is never the source, never contains it and never lies inside it, and an
     existing one is replaced (with `overwrite`) only when an earlier import wrote it."""
@@ -53,7 +43,7 @@ def check_paths(src, out, overwrite):
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise DataError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
-        if not written_by_import(out):
+        if not written_by(out / "import.json", MARKER, ("source", "format")):
             raise DataError(f"{out} exists and holds no import.json of `dentcae import`: it was not written by "
                             "dentcae, so --overwrite does not replace it (nothing was deleted)")
 
