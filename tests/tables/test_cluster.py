@@ -234,6 +234,31 @@ def _descendants(root):
     return found
 
 
+def _caffe_blas_threads(cfg, device):
+    """A job: the threads the OpenBLAS that Caffe loaded in this worker runs with."""
+    import ctypes
+    from dentcae.runtime.backend import get_caffe
+    get_caffe()
+    maps = Path("/proc/self/maps").read_text().split()
+    lib = next(w for w in maps if "libopenblas" in w)
+    return {"threads": ctypes.CDLL(lib).openblas_get_num_threads(), "env": os.environ.get("OPENBLAS_NUM_THREADS")}
+
+
+@pytest.mark.slow
+def test_a_ray_job_runs_caffe_with_as_many_blas_threads_as_cpus_it_holds(tmp_path, monkeypatch):
+    # the driver's own BLAS setting (here 2, Ray's OMP_NUM_THREADS would lose to it) must not reach the
+    # jobs: a 1-CPU job trains with 1 thread, the thread count a serial run is compared with
+    pytest.importorskip("ray")
+    from ray import cloudpickle
+    from dentcae.runtime.cluster import RayCluster
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])     # the job is defined here, in a test
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    monkeypatch.chdir(tmp_path)
+    with RayCluster(tmp_path, cpus_per_job=1) as engine:
+        got = engine.gather([engine.submit(_caffe_blas_threads, {"runs_dir": str(tmp_path), "name": "probe"}, "probe")])
+    assert got == [{"threads": 1, "env": "1"}]
+
+
 def test_the_ray_a_table_starts_itself_listens_on_loopback_only(tmp_path):
     pytest.importorskip("ray")
     from dentcae.runtime.cluster import RayCluster

@@ -146,10 +146,19 @@ class RayCluster:
 
     def submit(self, fn, cfg, name, after=()):
         ref = self.remote.options(num_cpus=self.cpus_per_job, num_gpus=1 if self.gpu_job else 0,
+                                  runtime_env={"env_vars": self._blas_threads()},
                                   max_retries=self.retries, retry_exceptions=False, name=name) \
             .remote(fn, cfg, os.getcwd(), str(self.marker), self.token, self.gpu_job, *after)
         self.names[ref] = name
         return ref
+
+    def _blas_threads(self):
+        """The BLAS threads a job's worker starts with: as many as the CPUs it holds. OpenBLAS reads
+        them once, when Caffe loads it, and OPENBLAS_NUM_THREADS before OMP_NUM_THREADS; Ray sets only
+        the latter, and only once the task runs, after unpickling it may have loaded Caffe already.
+        Caffe on the CPU is deterministic for a given thread count, not across thread counts."""
+        n = str(self.cpus_per_job)
+        return {"OPENBLAS_NUM_THREADS": n, "OMP_NUM_THREADS": n}
 
     def gather(self, refs):
         """The jobs' results in order; a job that failed raises ClusterError with its name and cause."""
