@@ -97,3 +97,28 @@ def test_a_table_trains_on_the_selection_file_or_rule(tmp_path, phantom, quiet):
     cfg = tiny(tmp_path, phantom, name="s_bad", dataset={"label_budget": 3, "label_selection": str(tmp_path / "no.csv")})
     with pytest.raises(DataError, match="cannot read"):
         prepare(cfg, log=quiet)
+
+
+@pytest.mark.slow
+def test_select_with_a_pretrainings_encoder_needs_no_label(phantom, clean_tmp, quiet):
+    import shutil
+    from dentcae.data.dataset import load_dataset, read_image
+    from dentcae.inference.features import encoder_features, pretraining_encoder
+    from dentcae.train.loop import train
+    from dentcae.train.runfiles import run_dir
+    cae = tiny(clean_tmp, phantom, stage="pretrain", name="sel_cae", prepare={"input_size": 96})
+    train(cae, log=quiet)
+    out = clean_tmp / "sel.csv"
+    rc, text = run_cli("select", str(phantom), "--budget", "3", "--out", str(out), "--features", str(run_dir(cae)),
+                       "--ignore-annotations")
+    assert rc == 0, text
+    rows = _rows(out)
+    assert sum(r["chosen"] == "1" for r in rows) == 3 and out.with_suffix(".png").is_file()
+    grey = read_image(load_dataset(phantom).images[0].path)
+    a, b = encoder_features(pretraining_encoder(run_dir(cae)), [grey, grey])
+    assert a.shape[0] > 1 and abs(np.linalg.norm(a) - 1) < 1e-5 and np.array_equal(a, b)
+    unfinished = clean_tmp / "unfinished"
+    shutil.copytree(run_dir(cae), unfinished, ignore=shutil.ignore_patterns("final.caffemodel"))
+    rc, text = run_cli("select", str(phantom), "--budget", "3", "--out", str(clean_tmp / "b.csv"),
+                       "--features", str(unfinished), "--ignore-annotations")
+    assert rc != 0 and "has not finished" in text and str(unfinished) in text

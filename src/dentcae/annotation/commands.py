@@ -25,9 +25,10 @@ def add_verbs(sub):
     p.add_argument("--budget", type=int, required=True, metavar="N", help="how many images you can label now")
     p.add_argument("--out", required=True, metavar="FILE.csv",
                    help="the selection CSV (rank, image, group, chosen); the contact sheet goes beside it as .png")
-    p.add_argument("--features", default="image", metavar="image|RUN|BUNDLE",
-                   help="image: plain image descriptors (default, no model needed); or a trained detector (finetune "
-                        "run folder or bundle) whose encoder describes the images")
+    p.add_argument("--features", default="image", metavar="image|RUN|BUNDLE|PRETRAINING",
+                   help="image: plain image descriptors (default, no model needed); or an encoder that describes the "
+                        "images: a trained detector (finetune run folder or bundle) or a pre-training's run folder "
+                        "(CAE, augmentation pretext, denoising: no label needed)")
     p.add_argument("--rule", choices=("kmedoids", "kcenter"), default="kmedoids",
                    help="kmedoids (default): representative, then diverse; kcenter: farthest point, outliers first")
     p.add_argument("--config", default=None, help="a config whose test split (besides pinned test images) is never chosen")

@@ -2,6 +2,7 @@
 
     report = select_images("data/mine", budget=10, out="to_label.csv")                 # image descriptors
     report = select_images("data/mine", 10, "to_label.csv", features="runs/heatmap")   # a detector's encoder
+    report = select_images("data/mine", 10, "to_label.csv", features="runs/cae")       # a pre-training's
 
 Candidates are the dataset's images that are neither labelled nor test: an image pinned to a test
 set in landmarks.csv (or, with `cfg`, held out as that config's test split) is never chosen, nor is
@@ -9,8 +10,8 @@ any image of its group; a group (one radiograph under several ids) is chosen who
 already labelled count as chosen: the order covers what they do not (`ignore_annotations` chooses
 among the labelled images as if they were not, to replay the choice on an annotated set, as the
 label-selection table does).
-Features: plain image descriptors (data/selection.py), or the encoder of a trained detector (a run
-folder or a bundle: inference/features.py). The rule (data/selection.py: kmedoids by default,
+Features: plain image descriptors (data/selection.py), or an encoder (inference/features.py): a
+trained detector's (a run folder or a bundle) or a pre-training's (its run folder: no label needed). The rule (data/selection.py: kmedoids by default,
 kcenter) orders every candidate group; the first that fit `budget` images are marked chosen.
 Writes `out` (CSV: rank, image, group, chosen, in order: the first N rows of any N are a nested
 choice) and beside it `<out stem>.png`, a contact sheet of the chosen images.
@@ -28,7 +29,7 @@ from ..data.selection import fill_budget, image_descriptors, priority_order
 from ..data.splits import assign_splits
 from ..deploy.bundle import open_model
 from ..figures import plot_contact_sheet
-from ..inference.features import encoder_features
+from ..inference.features import encoder_features, is_pretraining_run, model_encoder, pretraining_encoder
 from ..runtime.atomic import write_atomic
 
 HEADER = ["rank", "image", "group", "chosen"]
@@ -74,7 +75,8 @@ def _features(records, features, gpu):
     greys = [read_image(r.path) for r in tqdm(records, desc="reading", unit="image")]
     if features == "image":
         return image_descriptors(greys), greys
-    return encoder_features(open_model(features), greys, gpu, lambda xs: tqdm(xs, desc="encoder", unit="image")), greys
+    encoder = pretraining_encoder(features) if is_pretraining_run(features) else model_encoder(open_model(features))
+    return encoder_features(encoder, greys, gpu, lambda xs: tqdm(xs, desc="encoder", unit="image")), greys
 
 
 def _write(out, order, free, chosen):
