@@ -81,6 +81,12 @@ def test_outputs_inside_the_dataset_or_over_a_foreign_file_are_refused(tmp_path)
     assert (tmp_path / "notes.csv").read_text() == "mine\n"
     rc, out = run_cli("select", str(root), "--budget", "0", "--out", str(tmp_path / "s.csv"))
     assert rc == 2 and "--budget must be a whole number >= 1" in out
+    rc, out = run_cli("select", str(root), "--budget", "2", "--out", str(tmp_path / "s.csv"), "--features",
+                      str(tmp_path / "no_run"))
+    assert rc == 2 and "--features" in out and "no_run: not found" in out and not (tmp_path / "s.csv").exists()
+    rc, out = run_cli("select", str(root), "--budget", "50", "--out", str(tmp_path / "s.csv"))
+    assert rc == 0 and "--budget 50 is more than the 9 candidates: every one is chosen" in out
+    assert sum(r["chosen"] == "1" for r in _rows(tmp_path / "s.csv")) == 9
 
 
 def test_a_table_trains_on_the_selection_file_or_rule(tmp_path, phantom, quiet):

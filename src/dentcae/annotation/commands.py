@@ -9,6 +9,8 @@ def cmd_select(args):
                            ignore_annotations=args.ignore_annotations, overwrite=args.overwrite, gpu=args.gpu)
     print(f"{len(report['chosen'])} images to label first, of {report['candidates']} candidates "
           f"({report['labelled']} already labelled):")
+    if args.budget > report["candidates"]:
+        print(f"note: --budget {args.budget} is more than the {report['candidates']} candidates: every one is chosen")
     for i, name in enumerate(report["chosen"], 1):
         print(f"  {i:3d}. {name}")
     print(f"order of every candidate: {report['csv']}; contact sheet: {report['sheet']}")

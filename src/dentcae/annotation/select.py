@@ -71,6 +71,12 @@ def check_out(out, dataset, overwrite):
                             else "it is not a selection `dentcae select` wrote, so it is never replaced"))
 
 
+def check_features(features):
+    if features != "image" and not Path(features).exists():
+        raise DataError(f"--features {features}: not found; give `image` (plain image descriptors), a finetune run "
+                        "folder, a bundle from `dentcae export`, or a pre-training's run folder")
+
+
 def _features(records, features, gpu):
     greys = [read_image(r.path) for r in tqdm(records, desc="reading", unit="image")]
     if features == "image":
@@ -96,6 +102,7 @@ def select_images(dataset, budget, out, features="image", rule="kmedoids", cfg=N
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise DataError(f"--budget must be a whole number >= 1, got {budget!r}")
     check_out(out, dataset, overwrite)
+    check_features(features)
     ds = load_dataset(dataset)
     free, done = roles(ds, cfg, ignore_annotations)
     if not free:
