@@ -84,9 +84,9 @@ def test_outputs_inside_the_dataset_or_over_a_foreign_file_are_refused(tmp_path)
     rc, out = run_cli("select", str(root), "--budget", "2", "--out", str(tmp_path / "s.csv"), "--features",
                       str(tmp_path / "no_run"))
     assert rc == 2 and "--features" in out and "no_run: not found" in out and not (tmp_path / "s.csv").exists()
-    rc, out = run_cli("select", str(root), "--budget", "50", "--out", str(tmp_path / "s.csv"))
+    rc, out = run_cli("select", str(root), "--budget", "50", "--out", str(tmp_path / "new/s.csv"))
     assert rc == 0 and "--budget 50 is more than the 9 candidates: every one is chosen" in out
-    assert sum(r["chosen"] == "1" for r in _rows(tmp_path / "s.csv")) == 9
+    assert sum(r["chosen"] == "1" for r in _rows(tmp_path / "new/s.csv")) == 9 and (tmp_path / "new/s.png").is_file()
 
 
 def test_a_table_trains_on_the_selection_file_or_rule(tmp_path, phantom, quiet):

@@ -152,6 +152,9 @@ LABELME_BAD = {
     "label given twice": (dict(points=(("S", 1, 2), ("S", 3, 4), ("N", 5, 6))), r"one.json: label 'S' is given twice"),
     "label missing": (dict(points=(("S", 1, 2),)), r"one.json: requested label 'N' missing"),
     "point outside": (dict(points=(("S", 1, 2), ("N", 70, 6))), r"one.json: point 2 \(70, 6\) lies outside the 60x80 image"),
+    "point not finite": (dict(points=(("S", float("nan"), 2), ("N", 5, 6))), r"one.json: label 'S' is at \(nan, 2\), not a finite"),
+    "another image's size": (dict(w=120, h=160), r"one.json: the file says its image is 120x160 \(imageWidth x imageHeight\), "
+                                                 r"the image is 60x80"),
 }
 
 

@@ -92,6 +92,7 @@ def _write(out, order, free, chosen):
     for rank, g in enumerate(order, 1):
         for r in sorted(free[g], key=lambda r: r.name):
             writer.writerow([rank, r.name, g, int(g in chosen)])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, buf.getvalue())
 
 

@@ -39,6 +39,8 @@ def _points(doc, landmarks, where):
             found[label] = (float(x), float(y))
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{where}: label '{label}' does not hold one [x, y] point") from None
+        if not np.isfinite(found[label]).all():
+            raise DataError(f"{where}: label '{label}' is at ({x}, {y}), not a finite point")
     missing = [n for n in landmarks if n not in found]
     if missing:
         raise DataError(f"{where}: requested label{'s' if len(missing) > 1 else ''} "
@@ -67,6 +69,16 @@ def _image(doc, json_path, src, where):
     raise DataError(f"{where}: no image: imagePath {rel!r} is not a file inside {src}, and no imageData")
 
 
+def _check_stated_size(doc, size, where):
+    """The file's imageWidth x imageHeight (where it gives them) must be the image's: else its points
+    were placed on another image, or on this one before it was resized."""
+    stated = doc.get("imageWidth"), doc.get("imageHeight")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in stated) and tuple(stated) != tuple(size):
+        raise DataError(f"{where}: the file says its image is {stated[0]}x{stated[1]} (imageWidth x imageHeight), "
+                        f"the image is {size[0]}x{size[1]}: the points were placed on another image, or on this "
+                        "one before it was resized")
+
+
 def _read_json(path):
     try:
         doc = json.loads(regular_file(path, "LabelMe file").read_text(encoding="utf-8-sig"))
@@ -85,7 +97,9 @@ def _one(writer, path, src, landmarks, skip_bad, problems):
     name = f"images/{stem}{image.suffix.lower() if kind == 'file' else '.png'}"
     try:
         pts = _points(doc, landmarks, path)
-        check_inside(pts, image_size(image, path), path)
+        size = image_size(image, path)
+        _check_stated_size(doc, size, path)
+        check_inside(pts, size, path)
     except DataError as e:
         if not skip_bad:
             raise
