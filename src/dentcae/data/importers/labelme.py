@@ -76,7 +76,9 @@ def _check_stated_size(doc, size, where):
     if all(isinstance(v, int) and not isinstance(v, bool) for v in stated) and tuple(stated) != tuple(size):
         raise DataError(f"{where}: the file says its image is {stated[0]}x{stated[1]} (imageWidth x imageHeight), "
                         f"the image is {size[0]}x{size[1]}: the points were placed on another image, or on this "
-                        "one before it was resized")
+                        "one before it was resized" + (" (or rotated: LabelMe turns a JPEG by its EXIF orientation "
+                        "tag, dentcae reads the pixels as stored; save the X-ray upright)"
+                        if tuple(stated) == tuple(size)[::-1] else ""))
 
 
 def _read_json(path):
