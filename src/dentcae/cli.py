@@ -191,7 +191,7 @@ def cmd_table(args):
         raise ConfigError("--arms names no arm; give the table's arm keys, e.g. --arms scratch,pseudo")
     result = run_table(args.table, repeats=args.repeats, gpu=args.gpu, out=args.out, overrides=args.set,
                        preset=args.preset, gpus=args.gpus, only=args.arms, ray=args.ray,
-                       cpus_per_job=args.cpus_per_job)
+                       cpus_per_job=args.cpus_per_job, overwrite=args.overwrite)
     print(Path(result["markdown"]).read_text())
     return 0
 
@@ -261,6 +261,8 @@ def build_parser():
     p.add_argument("--arms", default=None, metavar="KEY,KEY,...", type=lambda t: [k.strip() for k in t.split(",") if k.strip()],
                    help="run these arms only (the table's keys, before a sweep), with the arms they take "
                         "pseudo-labels from; their run folders are the full table's")
+    p.add_argument("--overwrite", action="store_true", help="retrain runs whose folders hold runs made with other "
+                   "settings (a --set, an edited config); without it the table refuses to replace them")
     p.set_defaults(fn=cmd_table)
     add_deploy_verbs(sub)
     add_unlabelled_verbs(sub)

@@ -92,3 +92,15 @@ def with_overrides(cfg, overrides=None):
 
 def dump_config(cfg, path):
     write_atomic(path, yaml.safe_dump(cfg, sort_keys=False))
+
+
+def differing_keys(a, b, where=""):
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += differing_keys(a[k], b[k], f"{where}{k}.")
+        elif a.get(k) != b.get(k):
+            out.append(f"{where}{k}")
+    return out

@@ -221,10 +221,10 @@ def test_select_with_the_detectors_encoder_as_features(heatmap_run, phantom, tmp
         with open(out) as fh:
             rows = list(csv.DictReader(fh))
         assert 1 <= sum(r["chosen"] == "1" for r in rows) <= 3 and out.with_suffix(".png").is_file()
-    from dentcae.inference.features import encoder_features
+    from dentcae.inference.features import encoder_features, model_encoder
     from dentcae.deploy.bundle import open_model
     grey = cv2.imread(str(images_of_test_split(cfg)[0]), cv2.IMREAD_GRAYSCALE).astype(np.float32)
-    a, b = encoder_features(open_model(bundle.path), [grey, grey[:, ::-1]])
+    a, b = encoder_features(model_encoder(open_model(bundle.path)), [grey, grey[:, ::-1]])
     assert a.shape == b.shape and abs(np.linalg.norm(a) - 1) < 1e-5 and np.isfinite(a).all()
 
 

@@ -62,6 +62,14 @@ def test_table_runs_arms_and_matches_predictions(phantom, clean_tmp):
     logs.clear()
     run_table(path, log=logs.append)     # finished runs with the same config are reused
     assert sum("reusing finished run" in m for m in logs) == 3
+    # the same table with another schedule would retrain in place: refused before any work, unless --overwrite
+    made = {p: p.stat().st_mtime_ns for p in runs.glob("*/final.caffemodel")}
+    with pytest.raises(ConfigError, match=r"3 run folder\(s\) hold runs made with other settings: .*cae_r0 "
+                                          r"\(solver.max_iter\).*--overwrite"):
+        run_table(path, overrides=["solver.max_iter=4"], log=logs.append)
+    assert {p: p.stat().st_mtime_ns for p in runs.glob("*/final.caffemodel")} == made
+    run_table(path, overrides=["solver.max_iter=4"], overwrite=True, log=logs.append)
+    assert load_config(runs / "cae_fc6frozen_r0/config.yaml")["solver"]["max_iter"] == 4
     assert result["markdown"].endswith("tiny.md")
 
 

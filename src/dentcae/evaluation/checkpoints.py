@@ -6,7 +6,7 @@ ensemble) or a bundle, with the test-time keys a given config may change, and no
 """
 from pathlib import Path
 
-from ..config import load_config
+from ..config import differing_keys, load_config
 from ..data.prepare import prepare
 from ..inference.bundles import is_bundle, load_bundle
 from ..inference.calibration import calibrate
@@ -34,18 +34,6 @@ def resolve_checkpoint(checkpoint):
     return run, weights
 
 
-def _differences(a, b, where=""):
-    """Dotted keys whose values differ between two nested dicts."""
-    keys = sorted(set(a) | set(b))
-    out = []
-    for k in keys:
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            out += _differences(a[k], b[k], f"{where}{k}.")
-        elif a.get(k) != b.get(k):
-            out.append(f"{where}{k}")
-    return out
-
-
 def check_same_training(cfg, run, saved=None):
     """A config given to evaluate a run (or a bundle's member, `saved`) may differ from the run's
     own only in test-time keys (schema.test_time_keys) and in what does not decide the data, the
@@ -55,7 +43,7 @@ def check_same_training(cfg, run, saved=None):
     if cfg is None or (saved is None and not saved_path.exists()):
         return
     saved = saved or load_config(saved_path)
-    changed = [k for k in _differences(training_settings(saved), training_settings(cfg))
+    changed = [k for k in differing_keys(training_settings(saved), training_settings(cfg))
                if k.split(".")[0] in ("dataset", "prepare", "model", "stage")]
     if changed:
         raise EvaluationError(f"{run} was trained with other settings of {', '.join(changed)} (its config); "

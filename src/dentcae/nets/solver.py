@@ -4,7 +4,6 @@
                       test_iter=3)
     write_solver(sp, "runs/x/solver.prototxt")
 """
-from pathlib import Path
 
 from google.protobuf import text_format
 

@@ -7,7 +7,7 @@ A finished run with the same resolved config is reused, an interrupted one resum
 snapshot (so a job retried after its worker died goes on where it stopped), and a finished first net
 is kept when only its head's sub-run settings changed.
 """
-from ..config import ConfigError, dump_config, load_config
+from ..config import ConfigError, differing_keys, dump_config, load_config
 from ..evaluation.evaluate import evaluate_checkpoint
 from ..schema import first_net_settings, training_settings
 from ..train.loop import train, train_subrun
@@ -27,6 +27,17 @@ def made_by(run, cfg, first_net_only=False):
         return False
     settings = first_net_settings if first_net_only else training_settings
     return settings(saved) == settings(cfg)
+
+
+def other_settings(cfg):
+    """The dotted keys in which the run already in cfg's run folder was made with other settings than
+    cfg's first net (training it would replace that run); [] when there is none or it matches."""
+    run = run_dir(cfg)
+    try:
+        saved = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else None
+    except ConfigError:
+        return []
+    return [] if saved is None else differing_keys(first_net_settings(saved), first_net_settings(cfg))
 
 
 def train_or_reuse(cfg, gpu, log):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import ConfigError
 from ..evaluation.annotators import protocol_lines
 from ..evaluation.describe import describe
 from ..evaluation.metrics import read_prediction_errors
@@ -25,10 +26,11 @@ from ..runtime.cluster import open_engine
 from ..train.runfiles import run_dir
 from ..train.stages import subruns
 from . import pseudo_arms
+from .jobs import other_settings
 from .ensembles import ensemble_fields, ensemble_lines, score_ensembles
 from .curve import curve_rows, plot_curve
 from .render import csv_rows, first_net_lines, pretraining_lines, table_figures, tabulate
-from .schedule import run_arms
+from .schedule import planned_configs, run_arms
 from .spec import check_repeats, check_runs, load_preset, load_table, resolve_run, slug
 
 
@@ -90,6 +92,19 @@ def _load(path, repeats, preset, overrides, only=None):
     return table, overrides
 
 
+def _refuse_replacing(table, arms, overrides):
+    """Refuse, before any work, to train over runs that were made with other settings (a --set or an
+    edited config would retrain them in place and lose them); --overwrite allows it."""
+    planned = planned_configs(table, arms, overrides, _Collected(arms, table["pretrainings"]))
+    clash = [(cfg, keys) for cfg in planned if (keys := other_settings(cfg))]
+    if clash:
+        shown = "; ".join(f"{run_dir(c)} ({', '.join(k[:4])}{', ...' if len(k) > 4 else ''})" for c, k in clash[:4])
+        raise ConfigError(f"{table['name']}: {len(clash)} run folder(s) hold runs made with other settings: {shown}"
+                          f"{'; ...' if len(clash) > 4 else ''}. Training would replace them. Keep them: give these "
+                          "runs another folder (--set runs_dir=runs/OTHER --out results/OTHER); replace them: add "
+                          "--overwrite")
+
+
 def _results_name(table, overrides, only):
     """The results' file stem: the table's name, plus the one swept value and the arms when a run
     was narrowed to them (--set of the swept key, --arms), so it never overwrites the whole table's."""
@@ -114,19 +129,22 @@ def _markdown(result, got, arms):
 
 
 def run_table(path, repeats=None, gpu=None, out=None, overrides=None, preset=None, gpus=None, only=None,
-              ray=None, cpus_per_job=None, log=print):
+              ray=None, cpus_per_job=None, overwrite=False, log=print):
     """Train and evaluate every arm; write <name>.md/.json/.csv and figures; returns the result.
     `preset` (spec.load_preset) scales every run's schedule, e.g. "gpu"; `gpus` runs the jobs in
     parallel on those CUDA devices (a local Ray; `gpu`: all on one device); `ray`: "local" or a
     cluster's address, `cpus_per_job` CPUs each where there are no GPUs; `only`: those arms (keys as
-    the table writes them, before a sweep) and the arms they take pseudo-labels from."""
+    the table writes them, before a sweep) and the arms they take pseudo-labels from; `overwrite`:
+    retrain runs whose folders hold runs of other settings (else refused before any work)."""
     for device in list(gpus or []) + [gpu]:
         if device is not None:
             set_device(device)          # a GPU asked for but absent fails here, before any work
     table, run_overrides = _load(path, repeats, preset, overrides, only)
+    arms = {a["key"]: a for a in table["arms"]}
+    if not overwrite:
+        _refuse_replacing(table, arms, run_overrides)
     out = Path(out or table["results_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    arms = {a["key"]: a for a in table["arms"]}
     runs_dir = Path(resolve_run(table["arms"][0]["config"], table, "x", 0, run_overrides)[0]["runs_dir"])
     runs_dir.mkdir(parents=True, exist_ok=True)
     with open_engine(runs_dir, ray, gpus, gpu, cpus_per_job, log) as engine:

@@ -145,6 +145,13 @@ def _dependent_jobs(table, arms, done, overrides, got, log):
     return jobs
 
 
+def planned_configs(table, arms, overrides, got):
+    """The configs of the runs known before any trains, as run_arms trains them: the pre-trainings
+    and every repeat of the arms that need no other arm."""
+    pre, jobs = _plan(table, arms, overrides, got, lambda *_: None)
+    return list(pre.values()) + [cfg for _, _, cfg, _ in jobs]
+
+
 def run_arms(table, arms, engine, overrides, got, log):
     """Every pre-training and arm of every repeat on `engine`, each arm evaluated, into `got`."""
     done = {}
