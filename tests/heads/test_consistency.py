@@ -1,6 +1,7 @@
 """Consistency training's targets: the teacher's landmarks carried into the strong view by its known
 transform (a shift moves the target peak by exactly that shift), unconfident or out-of-view
 landmarks masked; and a real (tiny) run that adds the unlabelled images' gradients."""
+import csv
 import json
 
 import numpy as np
@@ -61,6 +62,8 @@ def test_a_run_with_consistency_learns_from_the_unlabelled_images(phantom, clean
     summary = json.loads((taught / "training.json").read_text())
     assert np.isfinite(summary["hook_loss_last_100"]) and summary["hook_loss_last_100"] > 0
     assert "hook_loss_last_100" not in json.loads((plain / "training.json").read_text())
+    first = [next(r for r in csv.DictReader(open(x / "loss.csv")) if r["phase"] == "train") for x in (plain, taught)]
+    assert float(first[0]["loss"]) == float(first[1]["loss"]) > 0      # loss.csv logs the labelled batch's loss
     a, b, c = (read_caffemodel(r / "final.caffemodel") for r in (plain, again, taught))
     assert all(np.array_equal(x, y) for k in a for x, y in zip(a[k], b[k]))          # a run repeats exactly...
     assert any(not np.array_equal(x, y) for k in a for x, y in zip(a[k], c[k]))      # ...the unlabelled gradients count

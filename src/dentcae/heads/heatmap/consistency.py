@@ -13,7 +13,8 @@ as the labelled images' (the heatmap_mask input), each landmark's mask sqrt(`wei
 teacher's peak reaches `min_confidence` and the landmark stays in the view, else 0. No gradient flows
 into the target (it is data). The student's gradients add to the labelled batch's before the update.
 An EMA teacher keeps the targets from collapsing to the student's own background (PoseCons/PoseDual).
-The teacher restarts from the student's weights when a run resumes. Needs `model.partial_labels`
+The teacher restarts from the student's weights when a run resumes. loss.csv keeps the labelled
+batch's loss; the consistency loss goes to training.json (`hook_loss_last_100`). Needs `model.partial_labels`
 (the mask input); the batch is the solver's.
 """
 from pathlib import Path
@@ -124,11 +125,13 @@ class Consistency:
         m = view_matrix(view, size)
         seen = np.stack([_cutout(self.rng, intensity(self.rng, warp(g, m, size), a), self.c["cutout"]) for g in grey])
         w = np.float32(np.sqrt(self.c["weight"]))
+        labelled_loss = net.blobs["loss"].data.copy()       # what the training loop logs, after the step
         net.blobs["data"].data[...] = to_input(seen, self.mean_bgr)
         net.blobs["heatmap"].data[...] = w * targets
         net.blobs["heatmap_mask"].data[...] = w * mask
         self.losses.append(float(net.forward(start=self.start)["loss"]))
         net.backward()
+        net.blobs["loss"].data[...] = labelled_loss
 
 
 def training_hooks(cfg, solver, prep, say):
