@@ -15,28 +15,27 @@ from ..train.runfiles import run_dir
 from ..train.stages import subruns
 
 
+def _saved_config(run):
+    """The config a run folder was made with, or None (no run, or a config that no longer loads)."""
+    try:
+        return load_config(run / "config.yaml") if (run / "config.yaml").is_file() else None
+    except ConfigError:
+        return None
+
+
 def made_by(run, cfg, first_net_only=False):
     """The run folder's saved config is `cfg` (keys added to the schema since it was written count
     with their defaults, so older runs of the same settings are still recognised), apart from the
     head's test-time keys; with `first_net_only`, apart from everything only its sub-runs read."""
-    try:
-        saved = load_config(run / "config.yaml") if (run / "config.yaml").exists() else None
-    except ConfigError:
-        return False
-    if saved is None:
-        return False
+    saved = _saved_config(run)
     settings = first_net_settings if first_net_only else training_settings
-    return settings(saved) == settings(cfg)
+    return saved is not None and settings(saved) == settings(cfg)
 
 
 def other_settings(cfg):
     """The dotted keys in which the run already in cfg's run folder was made with other settings than
     cfg's first net (training it would replace that run); [] when there is none or it matches."""
-    run = run_dir(cfg)
-    try:
-        saved = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else None
-    except ConfigError:
-        return []
+    saved = _saved_config(run_dir(cfg))
     return [] if saved is None else differing_keys(first_net_settings(saved), first_net_settings(cfg))
 
 
