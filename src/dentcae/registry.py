@@ -23,7 +23,8 @@ Every plug-in that trains (a head, a pre-training, a head's sub-run):
     check_config(cfg)           refuse bad values of its own keys (raise config.ConfigError)
     training_hooks(cfg, solver, prep, say)   an object whose on_start() and on_gradients_ready()
                                 Caffe calls every step (Solver callbacks: the heatmap head's
-                                consistency on unlabelled images), or None (default)
+                                consistency on unlabelled images) and summary() gives its
+                                keys for training.json, or None (default)
     CONFIG                      its own `model.` keys and their defaults, merged into the schema
 A head also:
     outputs(k)                  (channels of its first output for K landmarks, what they are called)

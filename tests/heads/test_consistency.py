@@ -61,6 +61,7 @@ def test_a_run_with_consistency_learns_from_the_unlabelled_images(phantom, clean
     plain, again, taught = run("plain", 0.0), run("again", 0.0), run("taught", 1.0)
     summary = json.loads((taught / "training.json").read_text())
     assert np.isfinite(summary["hook_loss_last_100"]) and summary["hook_loss_last_100"] > 0
+    assert 0 < summary["hook_targets_kept_last_100"] <= 1          # min_confidence 0: the in-view landmarks
     assert "hook_loss_last_100" not in json.loads((plain / "training.json").read_text())
     first = [next(r for r in csv.DictReader(open(x / "loss.csv")) if r["phase"] == "train") for x in (plain, taught)]
     assert float(first[0]["loss"]) == float(first[1]["loss"]) > 0      # loss.csv logs the labelled batch's loss

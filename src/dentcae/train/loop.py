@@ -194,7 +194,7 @@ def _save_final(solver, run, snaps):
         solver.net.save(str(tmp))
 
 
-def _finish(cfg, solver, run, prep, losses, device, done, wall, spent, extra_losses=None):
+def _finish(cfg, solver, run, prep, losses, device, done, wall, spent, hook_summary=None):
     last = losses.last()
     summary = {"stage": cfg["stage"], "name": cfg["name"], "iterations": solver.iter, "device": device,
                "final_train_loss": last.get("train"), "final_test_loss": last.get("test"),
@@ -203,8 +203,7 @@ def _finish(cfg, solver, run, prep, losses, device, done, wall, spent, extra_los
                "step_images_per_s": round(done * cfg["solver"]["batch_size"] / max(spent["steps"], 1e-9), 2),
                "time_s": {k: round(v, 1) for k, v in spent.items()},
                "prepared": str(prep.dir), "weights": str(run / "final.caffemodel")}
-    if extra_losses:                    # a training hook's own loss (consistency): its last 100 steps' mean
-        summary["hook_loss_last_100"] = round(float(np.mean(extra_losses[-100:])), 6)
+    summary.update(hook_summary or {})  # a training hook's own numbers (consistency: its loss, targets kept)
     write_atomic(run / "training.json", json.dumps(summary, indent=1))
     curves = losses.read()
     plot_learning_curves({cfg["name"]: curves}, run / "learning_curves.png", f"{cfg['stage']}: {cfg['name']}")
@@ -271,7 +270,7 @@ def _train(cfg, gpu, resume, overwrite, log, source, prep):
         bar.close()
     _save_final(solver, run, snaps)
     summary = _finish(cfg, solver, run, prep, losses, device, solver.iter - start, time.time() - t0, spent,
-                      getattr(hooks, "losses", None))
+                      hooks.summary() if hooks is not None else None)
     say(f"done: {solver.iter} iterations in {summary['wall_s']:.0f} s; final train loss "
         f"{summary['final_train_loss']}, test loss {summary['final_test_loss']}; weights {summary['weights']}")
     return summary

@@ -14,7 +14,8 @@ teacher's peak reaches `min_confidence` and the landmark stays in the view, else
 into the target (it is data). The student's gradients add to the labelled batch's before the update.
 An EMA teacher keeps the targets from collapsing to the student's own background (PoseCons/PoseDual).
 The teacher restarts from the student's weights when a run resumes. loss.csv keeps the labelled
-batch's loss; the consistency loss goes to training.json (`hook_loss_last_100`). Needs `model.partial_labels`
+batch's loss; training.json gets the consistency loss (`hook_loss_last_100`) and the share of the
+teacher's landmarks that became targets (`hook_targets_kept_last_100`). Needs `model.partial_labels`
 (the mask input); the batch is the solver's.
 """
 from pathlib import Path
@@ -98,7 +99,7 @@ class Consistency:
         self.rng = np.random.default_rng(cfg["seed"] + 101)
         self.start = next(n for n, l in zip(net._layer_names, net.layers) if l.type != "HDF5Data")
         self.ema = None
-        self.losses = []
+        self.losses, self.kept = [], []
 
     def on_start(self):
         student = self.solver.net.params
@@ -124,6 +125,7 @@ class Consistency:
         a = {**AUGMENT_DEFAULTS, **self.cfg["prepare"]["augment"]}
         m = view_matrix(view, size)
         seen = np.stack([_cutout(self.rng, intensity(self.rng, warp(g, m, size), a), self.c["cutout"]) for g in grey])
+        self.kept.append(float(mask.mean()))
         w = np.float32(np.sqrt(self.c["weight"]))
         labelled_loss = net.blobs["loss"].data.copy()       # what the training loop logs, after the step
         net.blobs["data"].data[...] = to_input(seen, self.mean_bgr)
@@ -132,6 +134,12 @@ class Consistency:
         self.losses.append(float(net.forward(start=self.start)["loss"]))
         net.backward()
         net.blobs["loss"].data[...] = labelled_loss
+
+    def summary(self):
+        """training.json's keys of this hook: the last 100 steps' mean consistency loss and share of
+        the teacher's landmarks (confident and inside the strong view) that were targets."""
+        return {"hook_loss_last_100": round(float(np.mean(self.losses[-100:])), 6),
+                "hook_targets_kept_last_100": round(float(np.mean(self.kept[-100:])), 4)} if self.losses else {}
 
 
 def training_hooks(cfg, solver, prep, say):
