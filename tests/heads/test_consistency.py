@@ -9,7 +9,7 @@ import pytest
 
 from conftest import tiny
 from dentcae.codecs import heatmap as codec
-from dentcae.heads.heatmap.consistency import view_targets
+from dentcae.heads.heatmap.consistency import unlabelled_rows, view_targets
 from dentcae.views import labels_to_view, view_matrix
 
 SIZE, SIGMA = 96, 2.0
@@ -43,6 +43,24 @@ def test_unconfident_and_out_of_view_landmarks_give_no_target():
     assert weak[1].tolist() == [[0, 0]] and np.all(weak[0] == 0)
     out = view_targets(_teacher_heatmaps(points), {"shift": [10, 0]}, SIZE, SIGMA, 0.3)
     assert out[1].tolist() == [[1, 0]] and np.all(out[0][0, 1] == 0)          # moved off the input
+
+
+class _Prepared:
+    meta = {"leaks": {"images": ["leak.png"]}}
+
+    def samples(self):
+        row = {"reg_train": "1", "reg_test": "0", "pin": "train"}
+        return [{**row, "image": "real.png"}, {**row, "image": "pseudo.png"}, {**row, "image": "leak.png"},
+                {**row, "image": "bare.png", "reg_train": "0", "pin": ""},
+                {**row, "image": "test.png", "reg_train": "0", "reg_test": "1", "pin": "test"}]
+
+
+def test_pseudo_labelled_images_get_consistency_targets_and_real_or_test_images_never(tmp_path):
+    (tmp_path / "pseudo.json").write_text(json.dumps({"candidates": ["pseudo.png", "leak.png"]}))
+    rows = unlabelled_rows({"dataset": {"root": str(tmp_path)}}, _Prepared())
+    assert [r["image"] for r in rows] == ["pseudo.png", "bare.png"]          # a leaked image never
+    plain = unlabelled_rows({"dataset": {"root": str(tmp_path / "none")}}, _Prepared())
+    assert [r["image"] for r in plain] == ["bare.png"]                         # no pseudo.json: labels are real
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@
     targets, mask = view_targets(teacher_heatmaps, view, size, sigma, min_confidence)
 
 Every step, after Caffe has the labelled batch's gradients (a Solver callback), a batch of the run's
-unlabelled training images (neither labelled nor test, nor one radiograph with a test image) goes
+unlabelled training images (neither labelled nor test, nor one radiograph with a test image; in a
+pseudo-labelled dataset the images with a teacher's labels count as unlabelled too) goes
 through a TEACHER, an exponential moving average of the student's weights (`ema`) in the deploy net,
 as it is. Its landmarks (argmax, sub-pixel) are carried by the known transform of a STRONG view
 (random rotation, scale, shift; a cut-out square; intensity changes) into that view, drawn there
@@ -18,6 +19,7 @@ batch's loss; training.json gets the consistency loss (`hook_loss_last_100`) and
 teacher's landmarks that became targets (`hook_targets_kept_last_100`). Needs `model.partial_labels`
 (the mask input); the batch is the solver's.
 """
+import json
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +54,17 @@ def check_config(cfg):
                           "(the loss mask carries the consistency targets' weight)")
 
 
-def unlabelled_rows(prep):
-    """Prepared-sample rows of the training images that have no label in this run."""
-    roles = prepared_roles(prep)
+def pseudo_labelled(cfg):
+    """The images whose labels a teacher put there: pseudo.json's `candidates` when the dataset is
+    a `dentcae pseudo-label` folder, else none."""
+    path = Path(cfg["dataset"]["root"] or "") / "pseudo.json"
+    return set(json.loads(path.read_text())["candidates"]) if cfg["dataset"]["root"] and path.exists() else set()
+
+
+def unlabelled_rows(cfg, prep):
+    """Prepared-sample rows of the training images that no annotator labelled for this run: without
+    labels here, or with a teacher's pseudo-labels (those train as labels AND give consistency targets)."""
+    roles = prepared_roles(prep, pseudo_labelled(cfg))
     return [r for r in prep.samples() if roles.get(r["image"]) == "candidate"]
 
 
@@ -146,7 +156,7 @@ def training_hooks(cfg, solver, prep, say):
     """The consistency callbacks of a heatmap finetune run with model.consistency.weight > 0, else None."""
     if cfg["stage"] != "finetune" or cfg["model"]["consistency"]["weight"] <= 0:
         return None
-    rows = unlabelled_rows(prep)
+    rows = unlabelled_rows(cfg, prep)
     if not rows:
         say("consistency: no unlabelled training image, nothing to add")
         return None
