@@ -176,10 +176,13 @@ def test_sweeps_name_null_all_narrow_to_a_set_value_and_keep_pseudo_label_teache
         load_table(tmp_path / "bad.yaml")
 
 
-def test_the_first_net_label_curve_is_a_sweep_of_nested_budgets_with_the_five_arms():
+def test_the_first_net_label_curve_is_a_sweep_of_nested_budgets_with_the_eight_arms():
     t = load_table("configs/isbi/label_curve_first_net.yaml")
     assert t["sweep_key"] == "dataset.label_budget" and t["sweep_values"] == [10, 25, 54, None]
-    assert {a["base_key"] for a in t["arms"]} == {"scratch", "cae", "augment", "denoise", "pseudo"}
+    assert {a["base_key"] for a in t["arms"]} == {"scratch", "cae", "augment", "denoise", "pseudo", "consistency",
+                                                  "pseudo_ensemble", "pseudo_consistency"}
+    by = {a["key"]: a for a in t["arms"]}
+    assert by["pseudo_consistency_10"]["teachers"] == "ensemble" and by["pseudo_consistency_10"]["pseudo_labels_from"] == "scratch_10"
     assert set(t["pretrainings"]) == {"cae", "augment", "denoise"}
     assert ["scratch_25", "pseudo_25"] in t["comparisons"] and ["scratch_10", "denoise_10"] in t["comparisons"]
     cfg, _ = resolve_run(t["arms"][0]["config"], {**t, "preset": {}}, "scratch_10", 0, [], t["arms"][0]["set"])
