@@ -10,6 +10,7 @@ import pytest
 from conftest import tiny
 from dentcae.codecs import heatmap as codec
 from dentcae.heads.heatmap.consistency import unlabelled_rows, view_targets
+from dentcae.schema import ConfigError
 from dentcae.views import labels_to_view, view_matrix
 
 SIZE, SIGMA = 96, 2.0
@@ -61,6 +62,9 @@ def test_pseudo_labelled_images_get_consistency_targets_and_real_or_test_images_
     assert [r["image"] for r in rows] == ["pseudo.png", "bare.png"]          # a leaked image never
     plain = unlabelled_rows({"dataset": {"root": str(tmp_path / "none")}}, _Prepared())
     assert [r["image"] for r in plain] == ["bare.png"]                         # no pseudo.json: labels are real
+    (tmp_path / "pseudo.json").write_text("{\"rounds\": 1}")
+    with pytest.raises(ConfigError, match=r"pseudo.json: not a pseudo.json .*'candidates'"):
+        unlabelled_rows({"dataset": {"root": str(tmp_path)}}, _Prepared())
 
 
 @pytest.mark.slow

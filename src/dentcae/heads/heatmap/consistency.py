@@ -57,8 +57,15 @@ def check_config(cfg):
 def pseudo_labelled(cfg):
     """The images whose labels a teacher put there: pseudo.json's `candidates` when the dataset is
     a `dentcae pseudo-label` folder, else none."""
-    path = Path(cfg["dataset"]["root"] or "") / "pseudo.json"
-    return set(json.loads(path.read_text())["candidates"]) if cfg["dataset"]["root"] and path.exists() else set()
+    root = cfg["dataset"]["root"]
+    path = Path(root) / "pseudo.json" if root else None
+    if path is None or not path.exists():
+        return set()
+    try:
+        return set(json.loads(path.read_text())["candidates"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: not a pseudo.json that `dentcae pseudo-label` wrote (it needs the list "
+                          f"'candidates' of the pseudo-labelled images): {err}") from err
 
 
 def unlabelled_rows(cfg, prep):
