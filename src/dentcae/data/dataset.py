@@ -13,6 +13,7 @@ they train nothing; evaluation scores against them too (`ds.annotations`).
 Every problem raises DataError naming the file, and the row or key, that is wrong.
 """
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,18 @@ def load_dataset(root):
     return Dataset(root, str(meta["name"]), [str(n) for n in meta["landmarks"]], meta["layout"],
                    left, right, images, bool(meta.get("synthetic", False)), str(meta.get("annotator", "")),
                    _read_annotations(root, k, known))
+
+
+def pseudo_report(root):
+    """The pseudo.json of a dataset folder `dentcae pseudo-label` wrote (which images carry a
+    teacher's labels, and how they were made), or None for a dataset of annotators' labels only."""
+    path = Path(root) / "pseudo.json" if root else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise DataError(f"{path}: not the JSON that `dentcae pseudo-label` writes: {err}") from err
 
 
 def select_landmarks(ds, names):

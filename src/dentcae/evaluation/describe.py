@@ -2,8 +2,7 @@
 sentence (`describe`, in results.md and the tables): dataset, real or synthetic, landmarks, split,
 labels (by hand, or with pseudo-labels), spacing, and training images that are one radiograph with a
 test image."""
-import json
-from pathlib import Path
+from ..data.dataset import pseudo_report
 
 
 def data_description(prep, split="reg_test", samples=None, test_set=None):
@@ -24,10 +23,9 @@ def data_description(prep, split="reg_test", samples=None, test_set=None):
 def _pseudo_labels(root):
     """{round, real_labelled_images, pseudo_labelled_images} of a dataset `dentcae pseudo-label`
     wrote (its pseudo.json), else None: its 'labelled' images are not all labelled by hand."""
-    path = Path(root) / "pseudo.json" if root else None
-    if path is None or not path.is_file():
+    report = pseudo_report(root)
+    if report is None:
         return None
-    report = json.loads(path.read_text())
     return {"round": report.get("round", 1), "real_labelled_images": report["images"]["labelled"],
             "pseudo_labelled_images": report["pseudo_labelled_images"]}
 

@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 
 from ..config import load_config
-from ..data.dataset import load_dataset, select_landmarks
+from ..data.dataset import load_dataset, pseudo_report, select_landmarks
 from ..data.landmarks_csv import is_test
 from ..data.prepare import configured_dataset
 from ..data.splits import prepared_roles
@@ -47,8 +47,7 @@ from .teachers import label_images, teacher_model
 
 def _previous_round(ds):
     """pseudo.json of a dataset this command wrote (the run trained on pseudo-labels), else None."""
-    path = ds.root / "pseudo.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return pseudo_report(ds.root)
 
 
 def _truth(ds, previous):

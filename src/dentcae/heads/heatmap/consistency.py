@@ -19,13 +19,13 @@ batch's loss; training.json gets the consistency loss (`hook_loss_last_100`) and
 teacher's landmarks that became targets (`hook_targets_kept_last_100`). Needs `model.partial_labels`
 (the mask input); the batch is the solver's.
 """
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ...codecs import heatmap as codec
 from ...data.augment import DEFAULTS as AUGMENT_DEFAULTS, intensity
+from ...data.dataset import pseudo_report
 from ...data.inputs import to_input
 from ...data.resampled import samples_at
 from ...data.splits import prepared_roles
@@ -58,14 +58,14 @@ def pseudo_labelled(cfg):
     """The images whose labels a teacher put there: pseudo.json's `candidates` when the dataset is
     a `dentcae pseudo-label` folder, else none."""
     root = cfg["dataset"]["root"]
-    path = Path(root) / "pseudo.json" if root else None
-    if path is None or not path.exists():
+    report = pseudo_report(root)
+    if report is None:
         return set()
     try:
-        return set(json.loads(path.read_text())["candidates"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"{path}: not a pseudo.json that `dentcae pseudo-label` wrote (it needs the list "
-                          f"'candidates' of the pseudo-labelled images): {err}") from err
+        return set(report["candidates"])
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"{Path(root) / 'pseudo.json'}: not a pseudo.json that `dentcae pseudo-label` wrote "
+                          f"(it needs the list 'candidates' of the pseudo-labelled images): {err}") from err
 
 
 def unlabelled_rows(cfg, prep):
