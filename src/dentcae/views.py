@@ -2,6 +2,7 @@
 
     m = view_matrix({"rotate": 3, "scale": 1.05, "shift": [4, 0]}, size=256)   # 2x3, input -> view pixels
     seen = warp(sample, m, 256)                       # what the net sees in that view
+    mats, seen = through_views(samples, views, 256)   # the input as it is first, then each view
     back = labels_from_view(labels_in_view, m, 256)   # (N, K, 2) normalised, in the sample's own frame
 
 A view is a mapping with any of `rotate` (degrees, counter-clockwise as OpenCV's), `scale` (a
@@ -83,6 +84,15 @@ def warp(image, m, size):
     """A grey image seen through the matrix m, size x size, black outside (as a padded sample)."""
     return cv2.warpAffine(np.asarray(image, np.float32), np.asarray(m, np.float64), (size, size),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def through_views(samples, views, size):
+    """([2x3 matrix], [(N, S, S) samples as that view shows them]) for the input as it is and each
+    of `views` (with_identity): what a net runs on before its answers are mapped back."""
+    views = with_identity(views)
+    mats = [view_matrix(v, size) for v in views]
+    return mats, [samples if is_identity(v) else np.stack([warp(s, m, size) for s in samples])
+                  for v, m in zip(views, mats)]
 
 
 def labels_from_view(labels, m, size):

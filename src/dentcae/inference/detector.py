@@ -27,7 +27,7 @@ import numpy as np
 from ..data.geometry import crops_of, cut_sample, resize_sample, to_pixels
 from ..data.inputs import to_input
 from ..registry import HEADS
-from ..views import is_identity, labels_from_view, view_matrix, warp, with_identity
+from ..views import labels_from_view, through_views
 from .forward import caffe_forward, onnx_forward
 
 
@@ -87,11 +87,10 @@ class Detector:
     def _first_net(self, member, head, forward, resized):
         """The first net over every sample in every view: ((V, N, K, 2) labels mapped back, (N, K)
         confidence or None, {name: (N, K, 2)} alternative decodings averaged over the views)."""
-        size, views = member.input_size, with_identity(member.cfg["test_time"]["views"])
-        mats = [view_matrix(v, size) for v in views]
-        seen = [resized if is_identity(v) else np.stack([warp(r, m, size) for r in resized]) for v, m in zip(views, mats)]
+        size = member.input_size
+        mats, seen = through_views(resized, member.cfg["test_time"]["views"], size)
         out = forward(to_input(np.concatenate(seen).astype(np.float32), member.mean_bgr))
-        out = out.reshape(len(views), len(resized), *out.shape[1:])
+        out = out.reshape(len(mats), len(resized), *out.shape[1:])
         labels, conf, alt = [], [], {}
         for o, m in zip(out, mats):
             lab = head.decode(o, size, member.train_labels)

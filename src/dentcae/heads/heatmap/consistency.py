@@ -7,8 +7,10 @@ Every step, after Caffe has the labelled batch's gradients (a Solver callback), 
 unlabelled training images (neither labelled nor test, nor one radiograph with a test image; in a
 pseudo-labelled dataset the images with a teacher's labels count as unlabelled too) goes
 through a TEACHER, an exponential moving average of the student's weights (`ema`) in the deploy net,
-as it is. Its landmarks (argmax, sub-pixel) are carried by the known transform of a STRONG view
-(random rotation, scale, shift; a cut-out square; intensity changes) into that view, drawn there
+as it is (and, with `teacher_views`, through mild views whose answers are mapped back and averaged).
+Its landmarks (argmax, sub-pixel) are carried by the known transform of a STRONG view (random
+rotation, scale, shift; a cut-out square; intensity changes; one per batch, or one per image with
+`view_per: image`) into that view, drawn there
 as Gaussian targets, and the student sees the strong view: its loss is the same masked Euclidean loss
 as the labelled images' (the heatmap_mask input), each landmark's mask sqrt(`weight`) where the
 teacher's peak reaches `min_confidence` and the landmark stays in the view, else 0. No gradient flows
@@ -30,8 +32,8 @@ from ...data.inputs import to_input
 from ...data.resampled import samples_at
 from ...data.splits import prepared_roles
 from ...runtime.backend import get_caffe
-from ...schema import ConfigError, check_range
-from ...views import labels_to_view, view_matrix, warp
+from ...schema import ConfigError, check_range, check_views
+from ...views import labels_from_view, labels_to_view, through_views, view_matrix, warp
 
 CONFIG = {
     "weight": 0.0,              # 0: off; the consistency loss's weight beside the labelled loss
@@ -41,6 +43,9 @@ CONFIG = {
     "scale": 0.1,               # shift up to +-`shift` of the input side, a cut-out square of
     "shift": 0.05,              # `cutout` of the side, and prepare.augment's intensity changes
     "cutout": 0.25,
+    "view_per": "batch",        # batch: one strong view for the whole batch; image: one per image
+    "teacher_views": [],        # the teacher also sees each image through these views (views.py), its
+                                # landmarks mapped back and averaged (mean coordinates, mean peak)
 }
 
 
@@ -49,6 +54,9 @@ def check_config(cfg):
     for key, low, high in (("weight", 0, 1e6), ("ema", 0, 1), ("min_confidence", 0, 1), ("rotate_deg", 0, 90),
                            ("scale", 0, 0.5), ("shift", 0, 0.4), ("cutout", 0, 0.9)):
         check_range(cfg, f"model.consistency.{key}", low, high)
+    if c["view_per"] not in ("batch", "image"):
+        raise ConfigError(f"config key 'model.consistency.view_per' must be batch or image, got {c['view_per']!r}")
+    check_views(cfg, "model.consistency.teacher_views")
     if c["weight"] > 0 and not cfg["model"]["partial_labels"]:
         raise ConfigError("config key 'model.consistency.weight' > 0 needs model.partial_labels: true "
                           "(the loss mask carries the consistency targets' weight)")
@@ -86,11 +94,29 @@ def view_targets(heatmaps, view, size, sigma, min_confidence):
     """((N, K, H, H) Gaussian targets in the view, (N, K) 0/1 mask) from a teacher's heatmaps of
     the unmoved input: its sub-pixel argmaxes carried through the view's matrix."""
     points = codec.decode(heatmaps, size)
-    confident = codec.values_at_labels(heatmaps, points, size) >= min_confidence
-    moved = labels_to_view(points, view_matrix(view, size), size)
+    confidence = codec.values_at_labels(heatmaps, points, size)
+    return point_targets(points, confidence, [view_matrix(view, size)] * len(points), size, sigma, min_confidence)
+
+
+def point_targets(points, confidence, matrices, size, sigma, min_confidence):
+    """view_targets from (N, K, 2) teacher landmarks and (N, K) confidences, image i carried
+    through its own view matrix matrices[i]."""
+    moved = np.stack([labels_to_view(p, m, size) for p, m in zip(points, matrices)])
     inside = ((moved >= 0) & (moved <= 1)).all(-1)
-    mask = (confident & inside).astype(np.float32)
+    mask = ((confidence >= min_confidence) & inside).astype(np.float32)
     return codec.encode(moved, size, sigma).astype(np.float32) * mask[..., None, None], mask
+
+
+def teacher_points(forward, grey, views, size, mean_bgr):
+    """((N, K, 2) landmarks, (N, K) peak heights) of a teacher net (`forward`: inputs -> heatmaps)
+    on grey images, averaged over the input as it is and each view's answer mapped back."""
+    points, heights = [], []
+    for m, seen in zip(*through_views(grey, views, size)):
+        hms = forward(to_input(seen, mean_bgr))
+        found = codec.decode(hms, size)
+        heights.append(codec.values_at_labels(hms, found, size))
+        points.append(labels_from_view(found, m, size))
+    return np.mean(points, 0), np.mean(heights, 0)
 
 
 def _cutout(rng, grey, share):
@@ -133,17 +159,19 @@ class Consistency:
                 t.data[...] = e
 
     def on_gradients_ready(self):
-        net, size = self.solver.net, self.cfg["prepare"]["input_size"]
+        net, size, c = self.solver.net, self.cfg["prepare"]["input_size"], self.c
         batch = net.blobs["data"].data.shape[0]
         grey = self.samples[self.rng.integers(0, len(self.samples), batch)]
-        hms = self.teacher.forward(data=to_input(grey, self.mean_bgr))["heatmaps"]
-        view = strong_view(self.rng, self.c, size)
-        targets, mask = view_targets(hms, view, size, self.cfg["model"]["heatmap_sigma"], self.c["min_confidence"])
+        points, confidence = teacher_points(self._teacher, grey, c["teacher_views"], size, self.mean_bgr)
+        views = [strong_view(self.rng, c, size) for _ in range(batch if c["view_per"] == "image" else 1)]
+        matrices = [view_matrix(v, size) for v in views] * (batch // len(views))
+        targets, mask = point_targets(points, confidence, matrices, size, self.cfg["model"]["heatmap_sigma"],
+                                      c["min_confidence"])
         a = {**AUGMENT_DEFAULTS, **self.cfg["prepare"]["augment"]}
-        m = view_matrix(view, size)
-        seen = np.stack([_cutout(self.rng, intensity(self.rng, warp(g, m, size), a), self.c["cutout"]) for g in grey])
+        seen = np.stack([_cutout(self.rng, intensity(self.rng, warp(g, m, size), a), c["cutout"])
+                         for g, m in zip(grey, matrices)])
         self.kept.append(float(mask.mean()))
-        w = np.float32(np.sqrt(self.c["weight"]))
+        w = np.float32(np.sqrt(c["weight"]))
         labelled_loss = net.blobs["loss"].data.copy()       # what the training loop logs, after the step
         net.blobs["data"].data[...] = to_input(seen, self.mean_bgr)
         net.blobs["heatmap"].data[...] = w * targets
@@ -151,6 +179,9 @@ class Consistency:
         self.losses.append(float(net.forward(start=self.start)["loss"]))
         net.backward()
         net.blobs["loss"].data[...] = labelled_loss
+
+    def _teacher(self, x):
+        return self.teacher.forward(data=x)["heatmaps"].copy()
 
     def summary(self):
         """training.json's keys of this hook: the last 100 steps' mean consistency loss and share of
