@@ -9,7 +9,7 @@ import pytest
 
 from conftest import tiny
 from dentcae.codecs import heatmap as codec
-from dentcae.heads.heatmap.consistency import point_targets, teacher_points, unlabelled_rows, view_targets
+from dentcae.heads.heatmap.consistency import point_targets, teacher_points, unlabelled_rows
 from dentcae.schema import ConfigError
 from dentcae.views import labels_to_view, view_matrix
 
@@ -18,6 +18,13 @@ SIZE, SIGMA = 96, 2.0
 
 def _teacher_heatmaps(points, height=1.0):
     return height * codec.encode(np.asarray(points, float)[None], SIZE, SIGMA)
+
+
+def view_targets(heatmaps, view, size, sigma, min_confidence):
+    """The hook's path from a teacher whose output is `heatmaps` to the targets in one view."""
+    points, confidence = teacher_points(lambda x: heatmaps, np.zeros((len(heatmaps), size, size), np.float32),
+                                        [], size, [0, 0, 0])
+    return point_targets(points, confidence, [view_matrix(view, size)] * len(points), size, sigma, min_confidence)
 
 
 def test_a_known_shift_moves_the_target_peak_by_exactly_that_shift():

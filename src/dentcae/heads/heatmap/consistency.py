@@ -1,7 +1,8 @@
 """Consistency on unlabelled images for the heatmap head's first net (`model.consistency.weight` > 0).
 
     hook = training_hooks(cfg, solver, prep, say)      # registry hook; None when the weight is 0
-    targets, mask = view_targets(teacher_heatmaps, view, size, sigma, min_confidence)
+    points, confidence = teacher_points(forward, grey, teacher_views, size, mean_bgr)
+    targets, mask = point_targets(points, confidence, matrices, size, sigma, min_confidence)
 
 Every step, after Caffe has the labelled batch's gradients (a Solver callback), a batch of the run's
 unlabelled training images (neither labelled nor test, nor one radiograph with a test image; in a
@@ -90,17 +91,9 @@ def strong_view(rng, c, size):
             "shift": [float(v) for v in rng.uniform(-c["shift"], c["shift"], 2) * size]}
 
 
-def view_targets(heatmaps, view, size, sigma, min_confidence):
-    """((N, K, H, H) Gaussian targets in the view, (N, K) 0/1 mask) from a teacher's heatmaps of
-    the unmoved input: its sub-pixel argmaxes carried through the view's matrix."""
-    points = codec.decode(heatmaps, size)
-    confidence = codec.values_at_labels(heatmaps, points, size)
-    return point_targets(points, confidence, [view_matrix(view, size)] * len(points), size, sigma, min_confidence)
-
-
 def point_targets(points, confidence, matrices, size, sigma, min_confidence):
-    """view_targets from (N, K, 2) teacher landmarks and (N, K) confidences, image i carried
-    through its own view matrix matrices[i]."""
+    """((N, K, H, H) Gaussian targets in the views, (N, K) 0/1 mask) from a teacher's (N, K, 2)
+    landmarks and (N, K) confidences, image i's carried through its own view matrix matrices[i]."""
     moved = np.stack([labels_to_view(p, m, size) for p, m in zip(points, matrices)])
     inside = ((moved >= 0) & (moved <= 1)).all(-1)
     mask = ((confidence >= min_confidence) & inside).astype(np.float32)
