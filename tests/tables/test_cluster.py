@@ -21,7 +21,7 @@ import yaml
 
 from conftest import run_cli, tiny_config
 from dentcae.evaluation.metrics import read_prediction_errors
-from dentcae.runtime.cluster import ClusterError, check_shared
+from dentcae.runtime.cluster import ClusterError, check_shared, driver_marker
 from dentcae.tables.run import run_table
 from dentcae.train.losslog import LossLog
 
@@ -106,16 +106,35 @@ def _table(tmp, root, name="tiny", arms=("a", "b", "c")):
 
 
 def test_a_task_that_cannot_see_the_shared_folders_says_which_and_where(tmp_path):
+    marker = str(driver_marker("runs", "t"))
     with pytest.raises(ClusterError, match="cannot see the driver's working folder"):
-        check_shared(str(tmp_path / "absent"), "runs/.dentcae-cluster.json", "t")
+        check_shared(str(tmp_path / "absent"), marker, "t")
     (tmp_path / "runs").mkdir()
     here = os.getcwd()
     try:
-        with pytest.raises(ClusterError, match=r"does not see the run folders .*runs/\.dentcae-cluster\.json is missing"):
-            check_shared(str(tmp_path), "runs/.dentcae-cluster.json", "t")
-        (tmp_path / "runs/.dentcae-cluster.json").write_text(json.dumps({"token": "other"}))
+        with pytest.raises(ClusterError, match=r"does not see the run folders .*runs/\.dentcae-cluster-t\.json is missing"):
+            check_shared(str(tmp_path), marker, "t")
+        (tmp_path / marker).write_text(json.dumps({"token": "other"}))
         with pytest.raises(ClusterError, match="another driver"):
-            check_shared(str(tmp_path), "runs/.dentcae-cluster.json", "t")
+            check_shared(str(tmp_path), marker, "t")
+    finally:
+        os.chdir(here)
+
+
+def test_two_drivers_sharing_a_runs_folder_keep_their_own_markers(tmp_path):
+    """Two tables at once on one runs folder: each driver's marker is its own file, so one driver
+    writing (or removing, when it ends) its marker never fails the other's tasks."""
+    (tmp_path / "runs").mkdir()
+    a, b = driver_marker("runs", "a"), driver_marker("runs", "b")
+    assert a != b and a.parent == b.parent == Path("runs")
+    here = os.getcwd()
+    try:
+        (tmp_path / a).write_text(json.dumps({"token": "a"}))
+        (tmp_path / b).write_text(json.dumps({"token": "b"}))
+        check_shared(str(tmp_path), str(a), "a")
+        check_shared(str(tmp_path), str(b), "b")
+        (tmp_path / b).unlink()                 # driver b ends
+        check_shared(str(tmp_path), str(a), "a")
     finally:
         os.chdir(here)
 
@@ -254,9 +273,13 @@ def test_a_ray_job_runs_caffe_with_as_many_blas_threads_as_cpus_it_holds(tmp_pat
     cloudpickle.register_pickle_by_value(sys.modules[__name__])     # the job is defined here, in a test
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
     monkeypatch.chdir(tmp_path)
+    other = driver_marker(tmp_path, "another-table")     # another table's driver on the same runs folder
+    other.write_text(json.dumps({"token": "another-table"}))
     with RayCluster(tmp_path, cpus_per_job=1) as engine:
+        assert engine.marker == driver_marker(tmp_path, engine.token) != other
         got = engine.gather([engine.submit(_caffe_blas_threads, {"runs_dir": str(tmp_path), "name": "probe"}, "probe")])
     assert got == [{"threads": 1, "env": "1"}]
+    assert other.is_file() and not engine.marker.exists()      # this driver removed its own marker only
 
 
 def test_the_ray_a_table_starts_itself_listens_on_loopback_only(tmp_path):

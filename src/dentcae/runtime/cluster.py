@@ -10,8 +10,9 @@ a running cluster joined by address (`--ray HOST:PORT`).
 `fn(cfg, device)` trains (and evaluates) one run; on Ray it is a task with declared resources: one
 GPU on a CUDA build of Caffe where the cluster has GPUs (the task sees its GPU as device 0), else
 `cpus_per_job` CPUs. Every node must see the driver's working folder and run folders at the same
-path (a shared file system): each task checks a marker file the driver wrote into `runs_dir` and
-fails at once, naming the node and the folder, when it cannot read it. A task whose worker process
+path (a shared file system): each task checks the marker file its driver wrote into `runs_dir` (one
+per driver, named by its token: two tables may share a runs_dir) and fails at once, naming the node
+and the folder, when it cannot read it. A task whose worker process
 dies is retried (`retries`) and `fn` resumes the run from its last snapshot, as --resume does.
 """
 import json
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from .atomic import write_atomic
 
-MARKER = ".dentcae-cluster.json"
+MARKER = ".dentcae-cluster-{token}.json"      # in runs_dir, one per driver
 RAY_HINT = "Ray is not installed: pip install 'dentcae[cluster]' (make installs it into .venv)"
 CONNECT_TIMEOUT_S = 15.0        # --ray ADDRESS must answer within this
 
@@ -53,6 +54,11 @@ class Serial:
 
     def describe(self):
         return {"engine": "serial", "device": "cpu" if self.device is None else f"gpu:{self.device}"}
+
+
+def driver_marker(runs_dir, token):
+    """The marker file of the driver whose token this is, in runs_dir."""
+    return Path(runs_dir) / MARKER.format(token=token)
 
 
 def check_shared(cwd, marker, token):
@@ -115,7 +121,7 @@ class RayCluster:
             ray.shutdown()               # __exit__ does not run when __enter__ raises
             raise
         self.token = uuid.uuid4().hex
-        self.marker = self.runs_dir / MARKER
+        self.marker = driver_marker(self.runs_dir, self.token)
         write_atomic(self.marker, json.dumps({"token": self.token, "driver": socket.gethostname()}))
         self.remote = ray.remote(_task)
         return self
