@@ -5,8 +5,6 @@ import sys
 
 import numpy as np
 import pytest
-import yaml
-from scipy.stats import wilcoxon
 
 from conftest import ROOT, baseline_mm, recompute_errors, run_cli, tiny_config
 from dentcae.config import load_config

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny
-from dentcae.nets.transfer import TransferError, read_caffemodel
+from dentcae.nets.transfer import read_caffemodel
 from dentcae.pretexts.denoise import OFFSET, STRIDE, corrupt, target
 from dentcae.train.loop import train
 from dentcae.train.runfiles import run_dir
