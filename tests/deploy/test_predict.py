@@ -12,6 +12,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from conftest import predicted_rows, ROOT, evaluated_points, run_cli, images_of_test_split, tiny, write_dicom
 from dentcae.deploy.bundle import BundleError, export_bundle, load_bundle
@@ -148,6 +149,21 @@ def test_export_refuses_an_existing_folder_its_own_run_and_a_folder_that_is_no_r
         export_bundle(run, run / "bundle")
     with pytest.raises(BundleError, match="not a run folder"):
         export_bundle(tmp / "runs", tmp / "b2")
+
+
+def test_a_run_folder_whose_dataset_is_not_there_says_so_and_points_to_export(heatmap_run):
+    cfg, run, bundle, tmp = heatmap_run
+    moved = tmp / "moved_run"
+    shutil.copytree(run, moved)
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    config["dataset"]["root"] = "data/not_here"            # relative: the folder it was trained in
+    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    image = images_of_test_split(cfg)[0]
+    rc, out = run_cli("predict", str(moved), str(image), "--out", str(tmp / "p_moved"))
+    assert rc == 1 and f"{moved}: a run folder needs the data it was trained on" in out
+    assert "data/not_here" in out and "dentcae export" in out and not (tmp / "p_moved").exists()
+    rc, out = run_cli("predict", str(bundle.path), str(image), "--out", str(tmp / "p_bundle"), "--no-overlays")
+    assert rc == 0, out                                     # the bundle needs no dataset
 
 
 def test_the_regression_head_exports_and_predicts_without_confidence(phantom, tmp_path):

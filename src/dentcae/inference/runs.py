@@ -16,6 +16,7 @@ import numpy as np
 
 from ..version import __version__
 from ..config import load_config
+from ..data.dataset import DataError
 from ..data.inputs import split_labels
 from ..data.prepare import configured_dataset, prepare
 from ..nets.infer import check_weights
@@ -91,6 +92,17 @@ def _info(run, cfg, prep, ds):
             "test_metrics": _test_metrics(run), "config": cfg, "source_run": str(Path(run).resolve())}
 
 
+def _training_data(run, cfg):
+    """The run's prepared data (its training labels, the calibration images): a run folder needs its
+    dataset where its config says; a bundle does not."""
+    try:
+        return prepare(cfg)
+    except DataError as e:
+        raise ModelError(f"{run}: a run folder needs the data it was trained on ({e}); run dentcae from the "
+                         f"folder it was trained in, where that data is (a bundle, `dentcae export {run} --out "
+                         "BUNDLE` made there, needs none)") from None
+
+
 def read_run(run, cfg=None, prep=None, weights=None):
     """(model.json's fields, the Member, the Prepared data) of a finetune run folder; `cfg` (the
     run's own config.yaml by default, or one differing in test-time keys) and `prep` given are used."""
@@ -101,7 +113,7 @@ def read_run(run, cfg=None, prep=None, weights=None):
     if cfg["stage"] != "finetune":
         raise ModelError(f"{run}: a {cfg['stage']} run; predict, evaluate and export take a finetune run")
     nets = run_nets(run, cfg, weights)
-    prep = prep or prepare(cfg)
+    prep = prep or _training_data(run, cfg)
     check_nets(nets, cfg["model"]["head"], prep.meta["num_landmarks"])
     info = _info(run, cfg, prep, configured_dataset(cfg))
     m = prep.meta
