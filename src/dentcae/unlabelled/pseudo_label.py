@@ -21,7 +21,9 @@ whether it was kept; `pseudo.json` the settings, the kept share and, on the imag
 the budget withheld, how far the kept and rejected pseudo-labels are from them (report.py; never
 measured on test images, never used to choose). A second round is the same command on a run trained
 on the new dataset: its pseudo-labelled images (pseudo.json `candidates`) are labelled anew, the real
-labels stay, accuracy is measured against the first round's source dataset.
+labels stay, accuracy is measured against the first round's source dataset. `round` in pseudo.json
+counts what the teachers learnt from: a teacher fine-tuned on the real labels from a pseudo-label
+student (model.init: run) makes round 2 as well.
 """
 import csv
 import json
@@ -48,6 +50,20 @@ from .teachers import label_images, teacher_model
 def _previous_round(ds):
     """pseudo.json of a dataset this command wrote (the run trained on pseudo-labels), else None."""
     return pseudo_report(ds.root)
+
+
+def _rounds_learnt(cfg, seen=()):
+    """The latest pseudo-label round a teacher learnt from: its data's (a pseudo-labelled dataset), or
+    that of the run its weights started from (model.init: run; a pseudo-pre-trained net fine-tuned on
+    the real labels learnt from its first round), 0 for real labels only."""
+    data = pseudo_report((cfg.get("dataset") or {}).get("root"))
+    latest = data.get("round", 1) if data else 0
+    m = cfg.get("model") or {}
+    start = Path(m["init_run"]).resolve() if m.get("init") == "run" and m.get("init_run") else None
+    if start is not None and start not in seen and (start / "config.yaml").is_file():
+        start_cfg = read_yaml_mapping(start / "config.yaml", "run config", ValueError)
+        latest = max(latest, _rounds_learnt(start_cfg, seen + (start,)))
+    return latest
 
 
 def _truth(ds, previous):
@@ -126,7 +142,7 @@ def _write(tmp, ds, recs, roles, rows):
 
 def _report(runs, model, ds, previous, settings, roles, chosen, withheld):
     mask = chosen["keep"]
-    return {"round": (previous or {}).get("round", 0) + 1, "source_runs": [str(Path(r).resolve()) for r in runs],
+    return {"round": 1 + max(_rounds_learnt(m.cfg) for m in model.members), "source_runs": [str(Path(r).resolve()) for r in runs],
             "source_run": str(Path(runs[0]).resolve()),
             "teachers_weights_sha256": [weights_stamp(m.nets) for m in model.members],
             "source_dataset": str(ds.root), "truth_dataset": (previous or {}).get("truth_dataset", str(ds.root)),
