@@ -124,6 +124,13 @@ def test_predict_outputs_that_are_files_or_hold_inputs_are_refused(tmp_path, gre
     (tmp_path / "other/notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="holds other files"):
         check_out(tmp_path / "other", [tmp_path / "a.png"])
+    (tmp_path / "bundle").mkdir()                       # the model is an input too: nothing written there
+    for out, model, how in ((tmp_path / "bundle", tmp_path / "bundle", "is"),
+                            (tmp_path / "bundle/p", tmp_path / "bundle", "lies inside"),
+                            (tmp_path / "models", tmp_path / "models/bundle", "holds")):
+        with pytest.raises(ValueError, match=f"{how} the model"):
+            check_out(out, [tmp_path / "a.png"], model)
+    check_out(tmp_path / "p", [tmp_path / "a.png"], tmp_path / "bundle")
     for bad in ("inf", "1e400", "nan", "-1"):
         rc, out = run_cli("predict", "m", str(tmp_path / "a.png"), "--out", str(tmp_path / "p"), "--spacing", bad)
         assert rc == 2 and "finite number of mm per pixel" in out

@@ -93,15 +93,21 @@ def _write_overlay(out, stem, rec, xray, model):
         cv2.imwrite(str(tmp), picture)
 
 
-def check_out(out, inputs):
+def check_out(out, inputs, model=None):
     """Refuse an output that is a file, a folder holding something other than an earlier prediction,
-    or a folder that is, holds or lies inside an input (its overlays would be read as inputs)."""
+    a folder that is, holds or lies inside an input (its overlays would be read as inputs), or one
+    that is, holds or lies inside the model's folder (a bundle or run is an input too)."""
     out = Path(out)
     for given in inputs:
         g, o = Path(given).resolve(), out.resolve()
         if o == g or (g in o.parents and Path(given).is_dir()) or o in g.parents:
             how = "is" if o == g else "lies inside" if g in o.parents else "holds"
             raise ValueError(f"--out {out} {how} the input {given}; choose a folder outside the inputs")
+    if model is not None:
+        m, o = Path(model).resolve(), out.resolve()
+        if o == m or m in o.parents or o in m.parents:
+            how = "is" if o == m else "lies inside" if m in o.parents else "holds"
+            raise ValueError(f"--out {out} {how} the model {model}; choose a folder outside it")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder (new, empty, or an earlier prediction's)")
     if out.is_dir() and any(out.iterdir()) and not written_by(out / "predictions.json", MARKER, ("model", "images", "backend")):
@@ -150,7 +156,7 @@ def predict_images(model_path, inputs, out, spacing=None, backend="caffe", gpu=N
     complete (an earlier prediction there is replaced whole; a failure, a full disk among them,
     leaves it as it was). Returns {"images", "failed", "seconds", "out", "warnings"}. `labelme`: also
     LabelMe files to correct (`embed`: with the image inside each)."""
-    check_out(out, inputs)
+    check_out(out, inputs, model_path)
     model = open_model(model_path)
     files = list_inputs(inputs)
     if not files:
