@@ -98,6 +98,8 @@ def _training_data(run, cfg):
     try:
         return prepare(cfg)
     except DataError as e:
+        if Path(cfg["dataset"]["root"]).is_dir():
+            raise                          # the data is there but wrong: its own error names the file
         raise ModelError(f"{run}: a run folder needs the data it was trained on ({e}); run dentcae from the "
                          f"folder it was trained in, where that data is (a bundle, `dentcae export {run} --out "
                          "BUNDLE` made there, needs none)") from None
