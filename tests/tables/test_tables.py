@@ -198,10 +198,15 @@ def test_the_label_curve_runs_the_full_recipe_with_the_unlabelled_arms_and_the_c
     assert by["pseudo_mixed_25"]["teachers"] == "ensemble" and by["unlabelled_25"]["starts_from"] == "pseudo_mixed_25"
     assert by["scratch_ensemble_25"]["ensemble_of"] == "scratch_25"
     assert ["scratch_25", "unlabelled_25"] in t["comparisons"]
+    assert by["pseudo_round2_25"]["pseudo_labels_from"] == "unlabelled_25" and by["pseudo_round2_25"]["teachers"] == "ensemble"
+    assert by["unlabelled_round2_25"]["starts_from"] == "pseudo_round2_25"
     cfg, _ = resolve_run(by["scratch_25"]["config"], {**t, "preset": {}}, "scratch_25", 0, [], by["scratch_25"]["set"])
     assert cfg["model"]["refine"]["patch"] > 0 and cfg["dataset"]["label_budget"] == 25
     only = load_table("configs/isbi/label_curve.yaml", ["dataset.label_budget=25"], ["scratch", "unlabelled"])
     assert [a["key"] for a in only["arms"]] == ["scratch_25", "pseudo_mixed_25", "unlabelled_25"]
+    rounds = load_table("configs/isbi/label_curve.yaml", ["dataset.label_budget=25"], ["scratch", "unlabelled_round2"])
+    assert [a["key"] for a in rounds["arms"]] == ["scratch_25", "pseudo_mixed_25", "unlabelled_25", "pseudo_round2_25",
+                                                  "unlabelled_round2_25"]
 
 
 def test_the_curve_draws_the_annotators_level_of_one_test_set_or_of_all():
