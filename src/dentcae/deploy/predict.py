@@ -93,21 +93,28 @@ def _write_overlay(out, stem, rec, xray, model):
         cv2.imwrite(str(tmp), picture)
 
 
+def _overlap(out, path, can_hold=True):
+    """How the folder `out` meets `path`: "is", "lies inside" (only where `path` can hold it), "holds", or None."""
+    o, p = Path(out).resolve(), Path(path).resolve()
+    if o == p:
+        return "is"
+    if p in o.parents:
+        return "lies inside" if can_hold else None
+    return "holds" if o in p.parents else None
+
+
 def check_out(out, inputs, model=None):
     """Refuse an output that is a file, a folder holding something other than an earlier prediction,
     a folder that is, holds or lies inside an input (its overlays would be read as inputs), or one
     that is, holds or lies inside the model's folder (a bundle or run is an input too)."""
     out = Path(out)
     for given in inputs:
-        g, o = Path(given).resolve(), out.resolve()
-        if o == g or (g in o.parents and Path(given).is_dir()) or o in g.parents:
-            how = "is" if o == g else "lies inside" if g in o.parents else "holds"
+        how = _overlap(out, given, Path(given).is_dir())
+        if how:
             raise ValueError(f"--out {out} {how} the input {given}; choose a folder outside the inputs")
-    if model is not None:
-        m, o = Path(model).resolve(), out.resolve()
-        if o == m or m in o.parents or o in m.parents:
-            how = "is" if o == m else "lies inside" if m in o.parents else "holds"
-            raise ValueError(f"--out {out} {how} the model {model}; choose a folder outside it")
+    how = _overlap(out, model) if model is not None else None
+    if how:
+        raise ValueError(f"--out {out} {how} the model {model}; choose a folder outside it")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder (new, empty, or an earlier prediction's)")
     if out.is_dir() and any(out.iterdir()) and not written_by(out / "predictions.json", MARKER, ("model", "images", "backend")):
