@@ -24,6 +24,7 @@ from ..inference.forward import onnx_difference
 from ..inference.model import ModelError
 from ..inference.runs import run_model
 from ..runtime.atomic import file_sha256, staged_folder
+from ..runtime.outputs import overlap
 
 __all__ = ["BundleError", "export_bundle", "load_bundle", "open_model"]
 
@@ -59,8 +60,9 @@ def export_bundle(runs, out, onnx=False, overwrite=False):
     if out.exists() and not (overwrite and is_bundle(out)):
         raise BundleError(f"{out} exists; choose a new folder (or --overwrite an earlier bundle of dentcae's)")
     for run in runs:
-        if out.resolve() == run.resolve() or run.resolve() in out.resolve().parents:
-            raise BundleError(f"{out}: a bundle may not be written inside its run folder {run}")
+        how = overlap(out, run)
+        if how:
+            raise BundleError(f"a bundle may not be written inside its run folder or around it: {out} {how} {run}")
     try:
         model, _ = run_model(runs)
     except ModelError as e:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..data.dataset import DataError
 from ..evaluation import cephalometry
 from ..runtime.atomic import atomic_path, staged_folder, write_atomic, write_csv_atomic, written_by
+from ..runtime.outputs import overlap
 from ..inference.calibration import flags
 from ..inference.detector import Detector
 from .bundle import open_model
@@ -93,26 +94,16 @@ def _write_overlay(out, stem, rec, xray, model):
         cv2.imwrite(str(tmp), picture)
 
 
-def _overlap(out, path, can_hold=True):
-    """How the folder `out` meets `path`: "is", "lies inside" (only where `path` can hold it), "holds", or None."""
-    o, p = Path(out).resolve(), Path(path).resolve()
-    if o == p:
-        return "is"
-    if p in o.parents:
-        return "lies inside" if can_hold else None
-    return "holds" if o in p.parents else None
-
-
 def check_out(out, inputs, model=None):
     """Refuse an output that is a file, a folder holding something other than an earlier prediction,
     a folder that is, holds or lies inside an input (its overlays would be read as inputs), or one
     that is, holds or lies inside the model's folder (a bundle or run is an input too)."""
     out = Path(out)
     for given in inputs:
-        how = _overlap(out, given, Path(given).is_dir())
+        how = overlap(out, given, Path(given).is_dir())
         if how:
             raise ValueError(f"--out {out} {how} the input {given}; choose a folder outside the inputs")
-    how = _overlap(out, model) if model is not None else None
+    how = overlap(out, model) if model is not None else None
     if how:
         raise ValueError(f"--out {out} {how} the model {model}; choose a folder outside it")
     if out.exists() and not out.is_dir():

@@ -41,6 +41,7 @@ from ..data.prepare import configured_dataset
 from ..data.splits import prepared_roles
 from ..inference.runs import weights_stamp
 from ..runtime.atomic import staged_folder
+from ..runtime.outputs import overlap
 from ..runtime.yamlio import read_yaml_mapping
 from .choose import DEFAULTS, check_settings, choose
 from .report import accuracy, filter_curves, plot_filter_curves, write_table
@@ -159,11 +160,10 @@ def _report(runs, model, ds, previous, settings, roles, chosen, withheld):
 def _check_out(out, runs, dataset_root):
     """The new folder may not be, hold or lie inside the dataset it reads or a teacher's run folder:
     the next run would read its copies (test images among them) as part of its own data."""
-    out = out.resolve()
     for what, folder in [("the teachers' dataset", dataset_root)] + [("the teacher run", r) for r in runs]:
-        folder = Path(folder).resolve()
-        if out == folder or folder in out.parents or out in folder.parents:
-            raise ValueError(f"--out {out} is, holds or lies inside {what} {folder}; choose a folder outside it")
+        how = overlap(out, folder)
+        if how:
+            raise ValueError(f"--out {out} {how} {what} {folder}; choose a folder outside it")
 
 
 def pseudo_label(runs, out, settings=None, progress=True, gpu=None):

@@ -10,6 +10,7 @@ import numpy as np
 import yaml
 
 from ...runtime.atomic import StagedFolder, write_csv_atomic, written_by
+from ...runtime.outputs import overlap
 from ..dataset import DataError, load_dataset
 
 
@@ -34,9 +35,8 @@ MARKER = "dentcae import"       # import.json's written_by: the folder is dentca
 def check_paths(src, out, overwrite):
     """The output folder is never the source, never contains it and never lies inside it, and an
     existing one is replaced (with `overwrite`) only when an earlier import wrote it."""
-    s, o = Path(src).resolve(), Path(out).resolve()
-    if o == s or s.is_relative_to(o) or o.is_relative_to(s):
-        how = "is" if o == s else ("contains" if s.is_relative_to(o) else "lies inside")
+    how = overlap(out, src)
+    if how:
         raise DataError(f"--out {out} {how} the source folder {src}; choose an output folder outside it "
                         "(nothing was written or deleted)")
     out = Path(out)
