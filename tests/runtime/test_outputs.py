@@ -1,6 +1,12 @@
-"""runtime.outputs.overlap: the one is / lies inside / holds relation every output check uses."""
+"""runtime.outputs.overlap: the one is / lies inside / holds relation every output check uses, and
+export's use of it."""
+import json
 import os
 
+import pytest
+
+from dentcae.deploy.bundle import BundleError, export_bundle
+from dentcae.inference.bundles import FORMAT
 from dentcae.runtime.outputs import overlap
 
 
@@ -27,3 +33,14 @@ def test_a_file_input_holds_nothing(tmp_path):
     image.write_bytes(b"")
     assert overlap(tmp_path / "x.png" / "out", image, can_hold=False) is None
     assert overlap(tmp_path, image, can_hold=False) == "holds"
+
+
+def test_export_refuses_overwriting_a_bundle_that_holds_its_run(tmp_path):
+    """--overwrite of an earlier bundle would delete a run folder kept inside it: refused, kept."""
+    bundle, run = tmp_path / "bundle", tmp_path / "bundle" / "run"
+    run.mkdir(parents=True)
+    (bundle / "model.json").write_text(json.dumps({"format": FORMAT}))
+    (run / "config.yaml").write_text("name: kept\n")
+    with pytest.raises(BundleError, match="holds"):
+        export_bundle(run, bundle, overwrite=True)
+    assert (run / "config.yaml").read_text() == "name: kept\n"
