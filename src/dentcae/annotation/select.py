@@ -31,6 +31,7 @@ from ..deploy.bundle import open_model
 from ..figures import plot_contact_sheet
 from ..inference.features import encoder_features, is_pretraining_run, model_encoder, pretraining_encoder
 from ..runtime.atomic import write_atomic
+from ..runtime.outputs import overlap
 
 HEADER = ["rank", "image", "group", "chosen"]
 
@@ -59,8 +60,8 @@ def roles(ds, cfg=None, ignore_annotations=False):
 
 
 def check_out(out, dataset, overwrite):
-    out, root = Path(out), Path(dataset).resolve()
-    if out.resolve().is_relative_to(root):
+    out = Path(out)
+    if overlap(out, dataset) in ("is", "lies inside"):      # a CSV file holds no dataset
         raise DataError(f"--out {out} lies inside the dataset {dataset}; write the selection outside it")
     if out.suffix.lower() != ".csv":
         raise DataError(f"--out {out}: the selection is a CSV file; name it *.csv")
