@@ -31,9 +31,20 @@ def nets_for(cfg, num_landmarks, sources, test_batch=None):
     size = plugin.input_size(cfg)
     train = plugin.build(num_landmarks, m, size=size, train=tuple(str(s) for s in sources),
                          batch=sc["batch_size"], test_batch=test_batch or sc["test_batch_size"], freeze=m["freeze"])
+    _check_frozen(train, m["freeze"], cfg["name"])
     if m["copied_lr_mult"] != 1:
         scale_learning_rates(train, copied_layers(cfg), m["copied_lr_mult"])
     return train, plugin.build(num_landmarks, m, size=size, deploy=True)
+
+
+def _check_frozen(net, freeze, name):
+    """Every layer model.freeze names must be a layer of the net that learns: a misspelt name would
+    otherwise train at full rate while the run says it was frozen."""
+    learning = [layer.name for layer in net.layer if layer.param]
+    unknown = [f for f in freeze if f not in learning]
+    if unknown:
+        raise TrainingError(f"{name}: model.freeze names {', '.join(unknown)}, not a layer of this net that "
+                            f"learns (its layers with weights: {', '.join(learning)})")
 
 
 def stage_data(cfg, prep):
