@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from conftest import tiny
+from conftest import ROOT, tiny
+from dentcae.config import ConfigError, load_config
 from dentcae.nets.transfer import read_caffemodel
-from dentcae.pretexts.denoise import OFFSET, STRIDE, corrupt, target
+from dentcae.pretexts.denoise import OFFSET, STRIDE, alpha_bar, corrupt, diffuse, on_grid, target
 from dentcae.train.loop import train
 from dentcae.train.runfiles import run_dir
 
@@ -25,6 +26,22 @@ def test_the_target_lies_on_the_decoders_grid_and_corruption_hides_what_it_says(
     hidden = corrupt(np.random.default_rng(0), ramp, d) == ramp.mean()
     assert 0.1 < hidden.mean() <= 0.3                                  # overlapping squares hide up to a quarter
 
+
+
+def test_the_many_level_objective_targets_exactly_the_noise_it_added():
+    """objective: noise (DDPM-style): x_t = sqrt(a) x0 + sqrt(1 - a) eps, and the target is eps on the
+    decoder's grid, so (x_t's grid - sqrt(a) x0's grid) / sqrt(1 - a) is the target, up to its scale."""
+    grey = np.tile(np.linspace(0, 255, 128, dtype=np.float32), (128, 1))
+    x, eps = diffuse(np.random.default_rng(3), grey, np.array([0.3]))
+    noise = (on_grid(x / 127.5 - 1) - np.sqrt(0.3) * on_grid(grey / 127.5 - 1)) / np.sqrt(0.7)
+    assert eps.shape == ((128 - 11) // 4 + 1,) * 2
+    scale = eps.std() / noise.std()
+    assert np.allclose(noise * scale, eps, atol=1e-3) and 0.85 < eps.std() < 1.15      # rescaled to unit sd
+    abar = alpha_bar(1000)
+    assert abar[0] > 0.999 and abar[-1] < 1e-4 and np.all(np.diff(abar) < 0)          # none to nearly pure noise
+    assert np.allclose(alpha_bar(10), abar[np.round(np.linspace(0, 999, 10)).astype(int)])
+    with pytest.raises(ConfigError, match="model.denoise.objective' must be one of clean, noise, got 'image'"):
+        load_config(ROOT / "configs/ours/denoise_ddpm_pretrain.yaml", ["model.denoise.objective=image"])
 
 @pytest.mark.slow
 def test_a_tiny_denoising_run_copies_encoder_and_decoder_into_the_detector(phantom, clean_tmp, quiet):
@@ -52,3 +69,13 @@ def test_a_tiny_denoising_run_copies_encoder_and_decoder_into_the_detector(phant
                         "copy_layers": COPIED}, solver={"max_iter": 1, "snapshot": 1})
     with pytest.raises(RuntimeError, match=r"layer 'hm_reduce5' blob 0: shape \[16, 256, 1, 1\] in .* != \[32, 256, 1, 1\]"):
         train(wider, log=quiet)
+
+
+@pytest.mark.slow
+def test_a_tiny_many_level_run_trains_on_noise_targets(phantom, clean_tmp, quiet):
+    pre = tiny(clean_tmp, phantom, stage="pretrain", name="ddpm", prepare={"input_size": 96, "resize": "pad"},
+               model={"pretext": "denoise", "head_width": 16, "denoise": {"objective": "noise", "copies": 2}})
+    train(pre, log=quiet)
+    run = run_dir(pre)
+    summary = json.loads((run / "training.json").read_text())
+    assert (run / "reconstructions.png").exists() and np.isfinite(summary["final_train_loss"])
