@@ -219,3 +219,17 @@ def test_the_curve_draws_the_annotators_level_of_one_test_set_or_of_all():
     assert _inter_observer(two)["mre_mm"] == 2.38
     assert _inter_observer({"arm": {"test1": {}, "test2": {"inter_observer": {"a_vs_b": level}}}}) is None
     assert _inter_observer({"arm": None}) is None
+
+
+def test_the_gentle_pre_training_table_freezes_then_fine_tunes_every_layer_at_a_tenth():
+    t = load_table("configs/isbi/gentle_pretrained.yaml")
+    assert t["sweep_values"] == [25] and t["pretrainings"]["denoise"] == "configs/ours/denoise_ddpm_pretrain.yaml"
+    by = {a["key"]: a for a in t["arms"]}
+    assert by["cae_lpft_25"]["starts_from"] == "cae_lp_25" and by["augment_lpft_25"]["starts_from"] == "augment_lp_25"
+    convs = ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    for key, init, freeze, mult in (("cae_gentle_25", "cae", [], 0.1), ("cae_lp_25", "cae", convs, 1.0),
+                                    ("cae_lpft_25", "run", [], 0.1), ("augment_lp_25", "augment", convs, 1.0),
+                                    ("ddpm_gentle_25", "denoise", [], 0.1)):
+        cfg, _ = resolve_run(by[key]["config"], {**t, "preset": {}}, key, 0, [], by[key]["set"])
+        m = cfg["model"]
+        assert (m["init"], m["freeze"], m["copied_lr_mult"], m["refine"]["patch"]) == (init, freeze, mult, 0), key
