@@ -156,7 +156,6 @@ def test_frozen_layers_stay_bit_identical(caffe, phantom, tmp_path):
             assert same == (name in ("conv1", "fc6")), (solver_type, name)
 
 
-
 def test_a_frozen_layer_the_net_does_not_have_is_refused_and_gentle_rates_are_written(caffe, tmp_path):
     """model.freeze naming no layer of the net (a typo) would train everything at full rate."""
     from dentcae.train.stages import TrainingError
@@ -167,6 +166,7 @@ def test_a_frozen_layer_the_net_does_not_have_is_refused_and_gentle_rates_are_wr
     rates = {l.name: [p.lr_mult for p in l.param] for l in nets_for(cfg, 19, ("a.txt", "b.txt"))[0].layer if l.param}
     assert rates["conv1"] == [0, 0] and rates["conv5"] == pytest.approx([0.1, 0.2])
     assert rates["heatmaps"][0] == pytest.approx(cfg["model"]["head_lr_mult"])      # fresh: not scaled
+
 
 def test_committed_prototxts_equal_the_generators(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))

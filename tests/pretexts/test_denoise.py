@@ -27,7 +27,6 @@ def test_the_target_lies_on_the_decoders_grid_and_corruption_hides_what_it_says(
     assert 0.1 < hidden.mean() <= 0.3                                  # overlapping squares hide up to a quarter
 
 
-
 def test_the_many_level_objective_targets_exactly_the_noise_it_added():
     """objective: noise (DDPM-style): x_t = sqrt(a) x0 + sqrt(1 - a) eps, and the target is eps on the
     decoder's grid, so (x_t's grid - sqrt(a) x0's grid) / sqrt(1 - a) is the target, up to its scale."""
@@ -42,6 +41,7 @@ def test_the_many_level_objective_targets_exactly_the_noise_it_added():
     assert np.allclose(alpha_bar(10), abar[np.round(np.linspace(0, 999, 10)).astype(int)])
     with pytest.raises(ConfigError, match="model.denoise.objective' must be one of clean, noise, got 'image'"):
         load_config(ROOT / "configs/ours/denoise_ddpm_pretrain.yaml", ["model.denoise.objective=image"])
+
 
 @pytest.mark.slow
 def test_a_tiny_denoising_run_copies_encoder_and_decoder_into_the_detector(phantom, clean_tmp, quiet):

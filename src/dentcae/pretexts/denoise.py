@@ -152,9 +152,10 @@ def reconstruction_figure(cfg, run, prep, path):
     recon = predict(Path(run) / "deploy.prototxt", Path(run) / "final.caffemodel", data, batch=len(data))
     mean = prep.meta["mean_bgr"][0]
     if cfg["model"]["denoise"]["objective"] == "noise":      # the predicted noise, in sd units around mid-grey
-        plot_reconstructions(data[:, 0] + mean, recon[:, 0] * 40 + 128, path, f"predicted noise: {Path(run).name}")
+        shown, what = recon[:, 0] * 40 + 128, "predicted noise"
     else:
-        plot_reconstructions(data[:, 0] + mean, recon[:, 0] * SCALE + mean, path, f"denoising: {Path(run).name}")
+        shown, what = recon[:, 0] * SCALE + mean, "denoising"
+    plot_reconstructions(data[:, 0] + mean, shown, path, f"{what}: {Path(run).name}")
 
 
 def figures(cfg, run, prep, curves):
